@@ -1,0 +1,151 @@
+"""The ``refundflow`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from refundflow.domain.calculation import compute_quote
+from refundflow.domain.errors import DomainError
+from refundflow.domain.money import format_minor, to_major
+from refundflow.domain.orders import OrderSnapshot, RefundRequest
+from refundflow.domain.policy import DEFAULT_POLICY, Policy
+from refundflow.domain.quote import Quote
+
+app = typer.Typer(
+    help="refundflow: every refund as a durable Temporal workflow.", no_args_is_help=True
+)
+policy_app = typer.Typer(help="Refund policy documents.", no_args_is_help=True)
+db_app = typer.Typer(help="The refundflow database.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(exc: DomainError) -> typer.Exit:
+    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+    return typer.Exit(code=2)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise _fail(DomainError(f"cannot read {path}: {exc}", code="invalid_file")) from None
+
+
+def _load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return DEFAULT_POLICY
+    try:
+        return Policy.from_yaml(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _fail(DomainError(f"cannot read {path}: {exc}", code="invalid_file")) from None
+    except DomainError as exc:
+        raise _fail(exc) from None
+
+
+PolicyOption = Annotated[
+    Path | None, typer.Option("--policy", help="Policy YAML; the built-in default when omitted.")
+]
+
+
+@policy_app.command("check")
+def policy_check(path: Path) -> None:
+    """Validate a policy YAML file and print it with every default filled in."""
+    policy = _load_policy(path)
+    console.print(f"[green]valid[/green] policy version {policy.version}")
+    console.print(policy.to_yaml(), end="")
+
+
+@policy_app.command("default")
+def policy_default() -> None:
+    """Print the built-in default policy as YAML (a starting point for your own)."""
+    console.print(DEFAULT_POLICY.to_yaml(), end="", markup=False)
+
+
+@app.command()
+def quote(
+    order_file: Annotated[Path, typer.Argument(help="Order snapshot JSON.")],
+    request_file: Annotated[Path, typer.Argument(help="Refund request JSON.")],
+    policy: PolicyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the quote as JSON.")] = False,
+) -> None:
+    """Compute a refund quote offline, with its line-by-line breakdown."""
+    pol = _load_policy(policy)
+    try:
+        order = OrderSnapshot.parse(_load_json(order_file))
+        request = RefundRequest.parse(_load_json(request_file))
+        result = compute_quote(order=order, request=request, policy=pol)
+    except DomainError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(result.model_dump_json())
+        return
+    _print_quote(result)
+
+
+def _print_quote(q: Quote) -> None:
+    def money(amount: int) -> str:
+        return str(to_major(amount, q.currency))
+
+    lines = Table(title=f"Refund quote for order {q.order_id} ({q.reason.value}, {q.currency})")
+    for col in (
+        "line",
+        "sku",
+        "qty",
+        "gross",
+        "discounts",
+        "net",
+        "shipping",
+        "fees",
+        "restock",
+        "refund",
+    ):
+        lines.add_column(col, justify="left" if col in ("line", "sku") else "right")
+    for ln in q.lines:
+        lines.add_row(
+            ln.line_id,
+            ln.sku,
+            str(ln.quantity),
+            money(ln.gross),
+            money(ln.line_discount + ln.order_discount),
+            money(ln.net),
+            money(ln.shipping),
+            money(ln.fees),
+            money(ln.restocking_fee),
+            money(ln.amount),
+        )
+    console.print(lines)
+    payouts = Table(title="Payouts")
+    for col in ("#", "installment", "route", "amount", "paid out", "after days"):
+        payouts.add_column(col)
+    for p in q.payouts:
+        payouts.add_row(
+            str(p.seq),
+            str(p.installment),
+            p.route.value,
+            money(p.amount),
+            f"{to_major(p.payout_amount, p.payout_currency)} {p.payout_currency}",
+            str(p.due_after_days),
+        )
+    console.print(payouts)
+    if q.goodwill:
+        console.print(f"goodwill: {money(q.goodwill)}")
+    console.print(
+        f"[bold]total {format_minor(q.total, q.currency)}[/bold] "
+        f"(still refundable before: {format_minor(q.remaining_before, q.currency)})"
+    )
+    for note in q.notes:
+        console.print(f"- {note}", markup=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,45 @@
+"""The installed ``refundflow`` console script, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent / "refundflow"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN), *args], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
+
+
+def test_quote_prints_the_breakdown_of_the_example_order() -> None:
+    result = run("quote", "examples/order.json", "examples/request.json", "--json")
+    assert result.returncode == 0, result.stderr
+    quote = json.loads(result.stdout)
+    # The same numbers as the worked example in tests/domain/test_calculation_examples.py.
+    assert quote["total"] == 9542
+    assert [p["amount"] for p in quote["payouts"]] == [5801, 3741]
+
+
+def test_quote_reports_bad_input_with_its_code(tmp_path: Path) -> None:
+    request = json.loads((ROOT / "examples/request.json").read_text())
+    request["items"][0]["quantity"] = -1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(request))
+    result = run("quote", "examples/order.json", str(bad))
+    assert result.returncode == 2
+    assert "negative_quantity" in result.stderr
+
+
+def test_policy_check_validates_documents(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("version: 2\nshipping_refund: always\n")
+    ok = run("policy", "check", str(good))
+    assert ok.returncode == 0 and "policy version 2" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shipping_refund: sometimes\n")
+    refused = run("policy", "check", str(bad))
+    assert refused.returncode == 2 and "policy_invalid" in refused.stderr
