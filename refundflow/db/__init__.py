@@ -1,0 +1,7 @@
+"""Persistence (DESIGN 10): SQLModel tables, engines and sessions, Alembic migrations and
+repositories, on SQLite (embedded default) or PostgreSQL."""
+
+from refundflow.db.engine import Session, make_engine, new_session, session_scope
+from refundflow.db.migrate import upgrade
+
+__all__ = ["Session", "make_engine", "new_session", "session_scope", "upgrade"]

@@ -1,0 +1,187 @@
+"""Merchants, their API keys, refund policies and customers' store balances."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from sqlmodel import Session, col, select, update
+
+from refundflow.db.guards import atomic, insert_once
+from refundflow.db.models import (
+    API_KEY_ROLES,
+    ApiKeyRow,
+    CustomerBalanceRow,
+    MerchantRow,
+    PolicyRow,
+)
+from refundflow.db.types import utcnow
+from refundflow.domain.errors import DomainError, InvalidInput
+from refundflow.domain.policy import Policy
+
+_KEY_PREFIX = "rf"
+
+
+def upsert_merchant(
+    session: Session, *, merchant_id: str, name: str = "", at: datetime | None = None
+) -> MerchantRow:
+    with atomic(session):
+        row = session.get(MerchantRow, merchant_id)
+        if row is None:
+            row = MerchantRow(merchant_id=merchant_id, created_at=at or utcnow())
+        row.name = name
+        session.add(row)
+    return row
+
+
+def get_merchant(session: Session, *, merchant_id: str) -> MerchantRow | None:
+    return session.get(MerchantRow, merchant_id)
+
+
+def _hash(token: str) -> str:
+    # API keys are 256-bit random secrets, so a fast hash is enough; a slow password hash
+    # would only add latency to every request.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_key(
+    session: Session,
+    *,
+    merchant_id: str,
+    name: str = "",
+    role: str = "client",
+    at: datetime | None = None,
+) -> tuple[ApiKeyRow, str]:
+    """A new key for ``merchant_id``: the row (hash only) and the token, shown this once."""
+    if role not in API_KEY_ROLES:
+        raise InvalidInput(
+            f"unknown role {role!r}; one of {', '.join(API_KEY_ROLES)}", code="invalid_role"
+        )
+    key_id = secrets.token_hex(8)
+    token = f"{_KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    row = ApiKeyRow(
+        key_id=key_id,
+        merchant_id=merchant_id,
+        name=name,
+        role=role,
+        key_hash=_hash(token),
+        created_at=at or utcnow(),
+    )
+    with atomic(session):
+        if session.get(MerchantRow, merchant_id) is None:
+            raise InvalidInput(f"unknown merchant {merchant_id!r}", code="unknown_merchant")
+        session.add(row)
+    return row, token
+
+
+def verify_api_key(session: Session, *, token: str) -> ApiKeyRow | None:
+    """The live key ``token`` belongs to, or ``None`` (unknown, malformed or revoked)."""
+    prefix, _, rest = token.partition("_")
+    key_id, _, _secret = rest.partition("_")
+    if prefix != _KEY_PREFIX or not key_id:
+        return None
+    row = session.get(ApiKeyRow, key_id)
+    if row is None or row.revoked_at is not None:
+        return None
+    return row if hmac.compare_digest(row.key_hash, _hash(token)) else None
+
+
+def revoke_api_key(session: Session, *, key_id: str, at: datetime | None = None) -> None:
+    with atomic(session):
+        row = session.get(ApiKeyRow, key_id)
+        if row is None:
+            raise InvalidInput(f"unknown API key {key_id!r}", code="unknown_api_key")
+        if row.revoked_at is None:
+            row.revoked_at = at or utcnow()
+            session.add(row)
+
+
+def save_policy(
+    session: Session, *, merchant_id: str, policy: Policy, at: datetime | None = None
+) -> PolicyRow:
+    """Store ``policy`` under its version. Versions are immutable: saving the same document
+    again is a no-op, a different document under a used version is refused."""
+    document = policy.model_dump(mode="json")
+    existing = session.get(PolicyRow, (merchant_id, policy.version))
+    if existing is None:
+        row = PolicyRow(
+            merchant_id=merchant_id,
+            version=policy.version,
+            document=document,
+            created_at=at or utcnow(),
+        )
+        if session.get(MerchantRow, merchant_id) is None:
+            raise InvalidInput(f"unknown merchant {merchant_id!r}", code="unknown_merchant")
+        if insert_once(session, row, constraint="pk_policies"):
+            return row
+        existing = session.get(PolicyRow, (merchant_id, policy.version))
+    if existing is None or existing.document != document:
+        raise DomainError(
+            f"policy version {policy.version} of {merchant_id} exists with another document; "
+            "publish a new version",
+            code="policy_version_exists",
+        )
+    return existing
+
+
+def latest_policy(session: Session, *, merchant_id: str) -> Policy | None:
+    statement = (
+        select(PolicyRow)
+        .where(PolicyRow.merchant_id == merchant_id)
+        .order_by(col(PolicyRow.version).desc())
+        .limit(1)
+    )
+    row = session.exec(statement).first()
+    return None if row is None else Policy.model_validate(row.document)
+
+
+def get_policy(session: Session, *, merchant_id: str, version: int) -> Policy | None:
+    row = session.get(PolicyRow, (merchant_id, version))
+    return None if row is None else Policy.model_validate(row.document)
+
+
+def adjust_customer_balance(
+    session: Session,
+    *,
+    merchant_id: str,
+    customer_id: str,
+    currency: str,
+    delta: int,
+    at: datetime | None = None,
+) -> int:
+    """Add ``delta`` (negative to spend) to the store balance; returns the new balance.
+
+    A balance never goes below zero: the CHECK refuses it (``insufficient_balance``).
+    """
+    now = at or utcnow()
+    key = (
+        col(CustomerBalanceRow.merchant_id) == merchant_id,
+        col(CustomerBalanceRow.customer_id) == customer_id,
+        col(CustomerBalanceRow.currency) == currency,
+    )
+    for _attempt in range(2):
+        with atomic(session):
+            result = session.exec(
+                update(CustomerBalanceRow)
+                .where(*key)
+                .values(balance=col(CustomerBalanceRow.balance) + delta, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount:
+            break
+        row = CustomerBalanceRow(
+            merchant_id=merchant_id,
+            customer_id=customer_id,
+            currency=currency,
+            balance=delta,
+            updated_at=now,
+        )
+        # A first credit racing another first credit loses on the key and adds instead.
+        if insert_once(session, row, constraint="pk_customer_balances"):
+            break
+    balance = session.exec(
+        select(CustomerBalanceRow.balance).where(*key).execution_options(populate_existing=True)
+    ).one()
+    return int(balance)

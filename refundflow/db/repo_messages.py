@@ -1,0 +1,191 @@
+"""What crosses the service's edge: idempotency keys, provider webhooks and the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from refundflow.db.guards import atomic, insert_once
+from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
+from refundflow.db.types import utcnow
+from refundflow.domain.errors import DomainError, InvalidInput
+
+# ----------------------------------------------------------------------- idempotency keys
+
+
+class ClaimOutcome(StrEnum):
+    NEW = "new"
+    """The caller owns the key now: do the work, then ``complete_idempotency_key``."""
+    IN_FLIGHT = "in_flight"
+    """Another request with this key is still running."""
+    DONE = "done"
+    """Answered before: return ``response`` as is."""
+    MISMATCH = "mismatch"
+    """The key was used for a different request."""
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    outcome: ClaimOutcome
+    refund_id: str | None = None
+    response: dict[str, Any] | None = None
+
+
+def claim_idempotency_key(
+    session: Session,
+    *,
+    merchant_id: str,
+    key: str,
+    request_hash: str,
+    at: datetime | None = None,
+) -> IdempotencyClaim:
+    now = at or utcnow()
+    row = IdempotencyKeyRow(
+        merchant_id=merchant_id, key=key, request_hash=request_hash, created_at=now, updated_at=now
+    )
+    if _key(session, merchant_id, key) is None and insert_once(
+        session, row, constraint="pk_idempotency_keys"
+    ):
+        return IdempotencyClaim(ClaimOutcome.NEW)
+    existing = _key(session, merchant_id, key)
+    if existing is None:  # released by its owner in between: the client may simply retry
+        return IdempotencyClaim(ClaimOutcome.IN_FLIGHT)
+    if existing.request_hash != request_hash:
+        return IdempotencyClaim(ClaimOutcome.MISMATCH, refund_id=existing.refund_id)
+    if existing.state == "done":
+        return IdempotencyClaim(ClaimOutcome.DONE, existing.refund_id, existing.response)
+    return IdempotencyClaim(ClaimOutcome.IN_FLIGHT, refund_id=existing.refund_id)
+
+
+def complete_idempotency_key(
+    session: Session,
+    *,
+    merchant_id: str,
+    key: str,
+    response: dict[str, Any],
+    refund_id: str | None = None,
+    at: datetime | None = None,
+) -> IdempotencyKeyRow:
+    with atomic(session):
+        row = _key(session, merchant_id, key, lock=True)
+        if row is None:
+            raise InvalidInput(f"idempotency key {key!r} was never claimed", code="unknown_key")
+        if row.state == "done" and row.response != response:
+            raise DomainError(f"idempotency key {key!r} already answered", code="key_completed")
+        row.state = "done"
+        row.response = response
+        row.refund_id = refund_id if refund_id is not None else row.refund_id
+        row.updated_at = at or utcnow()
+        session.add(row)
+    return row
+
+
+def release_idempotency_key(session: Session, *, merchant_id: str, key: str) -> bool:
+    """Forget an unfinished claim (the work failed before any effect) so the client can
+    retry with the same key. Answered keys stay."""
+    with atomic(session):
+        row = _key(session, merchant_id, key, lock=True)
+        if row is None or row.state == "done":
+            return False
+        session.delete(row)
+    return True
+
+
+def _key(
+    session: Session, merchant_id: str, key: str, *, lock: bool = False
+) -> IdempotencyKeyRow | None:
+    statement = (
+        select(IdempotencyKeyRow)
+        .where(IdempotencyKeyRow.merchant_id == merchant_id, IdempotencyKeyRow.key == key)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        statement = statement.with_for_update()
+    return session.exec(statement).first()
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+def record_webhook_event(
+    session: Session,
+    *,
+    provider: str,
+    event_id: str,
+    payload: dict[str, Any],
+    at: datetime | None = None,
+) -> bool:
+    """``True`` the first time ``provider`` sends ``event_id``, ``False`` for a duplicate."""
+    row = WebhookEventRow(
+        provider=provider, event_id=event_id, payload=payload, received_at=at or utcnow()
+    )
+    return insert_once(session, row, constraint="uq_webhook_events_provider_event_id")
+
+
+# -------------------------------------------------------------------------------- outbox
+
+
+def enqueue_outbox(
+    session: Session,
+    *,
+    refund_id: str | None,
+    channel: str,
+    template: str,
+    locale: str = "en",
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> OutboxRow:
+    """Queue a notification in the caller's transaction: it exists exactly when the change
+    it announces was committed."""
+    now = at or utcnow()
+    row = OutboxRow(
+        refund_id=refund_id,
+        channel=channel,
+        template=template,
+        locale=locale,
+        payload=payload or {},
+        created_at=now,
+        updated_at=now,
+    )
+    with atomic(session):
+        session.add(row)
+    return row
+
+
+def claim_outbox(session: Session, *, limit: int = 50) -> list[OutboxRow]:
+    """Pending rows, oldest first, locked for this transaction; PostgreSQL skips rows another
+    sender holds, so several senders can work in parallel."""
+    statement = (
+        select(OutboxRow)
+        .where(OutboxRow.status == "pending")
+        .order_by(col(OutboxRow.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(statement).all())
+
+
+def mark_outbox(
+    session: Session,
+    *,
+    outbox_id: int,
+    sent: bool,
+    error: str = "",
+    give_up: bool = False,
+    at: datetime | None = None,
+) -> OutboxRow:
+    """Record a delivery attempt: sent, failed for now (stays pending), or failed for good."""
+    with atomic(session):
+        row = session.get(OutboxRow, outbox_id, with_for_update=True, populate_existing=True)
+        if row is None:
+            raise InvalidInput(f"unknown outbox row {outbox_id}", code="unknown_outbox")
+        row.attempts += 1
+        row.status = "sent" if sent else ("failed" if give_up else "pending")
+        row.last_error = error
+        row.updated_at = at or utcnow()
+        session.add(row)
+    return row

@@ -1,0 +1,104 @@
+"""The double-entry ledger and the append-only audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from refundflow.db.guards import Violation, atomic
+from refundflow.db.models import AuditEventRow, LedgerEntryRow, LedgerPostingRow
+from refundflow.db.types import utcnow
+from refundflow.domain.errors import DomainError, InvalidInput
+
+
+def post_ledger(
+    session: Session,
+    *,
+    posting_id: str,
+    entries: Sequence[tuple[str, int]],
+    memo: str = "",
+    currency: str,
+    refund_id: str | None = None,
+    at: datetime | None = None,
+) -> LedgerPostingRow:
+    """Write one balanced posting: ``entries`` are ``(account, amount)``, debit positive and
+    credit negative, all in ``currency``. The database refuses a posting whose entries are
+    fewer than two or do not sum to zero (``unbalanced_posting``). Posting the same id again
+    with the same entries returns the stored posting (a retry)."""
+    existing = session.get(LedgerPostingRow, posting_id)
+    if existing is not None:
+        if _entries(session, posting_id) != sorted(entries):
+            raise DomainError(
+                f"posting {posting_id} exists with other entries", code="duplicate_posting"
+            )
+        return existing
+    posting = LedgerPostingRow(
+        posting_id=posting_id,
+        refund_id=refund_id,
+        currency=currency,
+        memo=memo,
+        created_at=at or utcnow(),
+    )
+    with atomic(session, _entry_refusal):
+        for account, amount in entries:
+            session.add(LedgerEntryRow(posting_id=posting_id, account=account, amount=amount))
+        # Entries first: the posting's trigger checks them and closes the posting.
+        session.flush()
+        session.add(posting)
+    return posting
+
+
+def account_balance(session: Session, *, account: str, currency: str) -> int:
+    """Sum of the account's entries in posted (balanced) postings of ``currency``."""
+    statement = (
+        select(func.coalesce(func.sum(LedgerEntryRow.amount), 0))
+        .select_from(LedgerEntryRow)
+        .join(LedgerPostingRow, col(LedgerPostingRow.posting_id) == col(LedgerEntryRow.posting_id))
+        .where(LedgerEntryRow.account == account, LedgerPostingRow.currency == currency)
+    )
+    return int(session.exec(statement).one())
+
+
+def _entries(session: Session, posting_id: str) -> list[tuple[str, int]]:
+    statement = select(LedgerEntryRow.account, LedgerEntryRow.amount).where(
+        LedgerEntryRow.posting_id == posting_id
+    )
+    return sorted((account, int(amount)) for account, amount in session.exec(statement).all())
+
+
+def _entry_refusal(violation: Violation) -> DomainError | None:
+    if violation.name == "ck_ledger_entries_non_zero":
+        return InvalidInput("a ledger entry of zero means nothing", code="invalid_posting")
+    return None
+
+
+def append_audit(
+    session: Session,
+    *,
+    refund_id: str | None,
+    kind: str,
+    actor: str,
+    data: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEventRow:
+    """Append an audit event. There is deliberately no update or delete: the database
+    refuses both (``audit_immutable``)."""
+    row = AuditEventRow(
+        refund_id=refund_id, kind=kind, actor=actor, data=data or {}, created_at=at or utcnow()
+    )
+    with atomic(session):
+        session.add(row)
+    return row
+
+
+def list_audit(session: Session, *, refund_id: str) -> list[AuditEventRow]:
+    statement = (
+        select(AuditEventRow)
+        .where(AuditEventRow.refund_id == refund_id)
+        .order_by(col(AuditEventRow.id))
+    )
+    return list(session.exec(statement).all())

@@ -1,0 +1,674 @@
+"""Refunds, their reservations on the order's tenders, payouts and approvals.
+
+Money held for a refund moves in ``tender_balances`` only through single ``UPDATE ... SET
+reserved = reserved + :delta`` statements, so the CHECK on that row decides every race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, col, select, update
+
+from refundflow.db.guards import Violation, atomic, insert_once
+from refundflow.db.models import (
+    ApprovalRow,
+    OrderLineRow,
+    OrderRow,
+    PayoutRow,
+    RefundLineRow,
+    RefundRow,
+    ReservationRow,
+    TenderBalanceRow,
+)
+from refundflow.db.types import utcnow
+from refundflow.domain.errors import (
+    CurrencyMismatch,
+    DomainError,
+    InvalidInput,
+    OverRefund,
+    UnknownLine,
+)
+from refundflow.domain.orders import OrderSnapshot, RefundRequest
+from refundflow.domain.quote import PriorRefund, Quote
+from refundflow.domain.states import PayoutStatus, RefundStatus
+
+# ---------------------------------------------------------------- refunds and reservations
+
+
+def create_refund(
+    session: Session,
+    *,
+    refund_id: str,
+    order: OrderSnapshot,
+    request: RefundRequest,
+    quote: Quote,
+    requested_by: str,
+    policy_version: int,
+    status: RefundStatus,
+    at: datetime | None = None,
+) -> RefundRow:
+    """Insert the refund and its lines and reserve each tender's share of ``quote``.
+
+    Raises :class:`OverRefund` when a tender has less left than the quote takes from it;
+    then nothing of the refund is written. Calling again with the same quote returns the
+    stored row (a retried activity); with another quote it re-reserves (see
+    :func:`requote_refund`).
+    """
+    wanted = _check_refund_inputs(order, request, quote)
+    existing = session.get(RefundRow, refund_id)
+    if existing is not None:
+        _check_same_refund(existing, order, requested_by)
+        if existing.quote_fingerprint == quote.fingerprint():
+            return existing
+        return requote_refund(session, refund_id=refund_id, quote=quote, status=status, at=at)
+    now = at or utcnow()
+    row = RefundRow(
+        refund_id=refund_id,
+        merchant_id=order.merchant_id,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        status=RefundStatus(status).value,
+        reason=request.reason.value,
+        currency=quote.currency,
+        total=quote.total,
+        requested_by=requested_by,
+        policy_version=policy_version,
+        quote=quote.model_dump(mode="json"),
+        quote_fingerprint=quote.fingerprint(),
+        request=request.model_dump(mode="json"),
+        request_fingerprint=request.fingerprint(),
+        created_at=now,
+        updated_at=now,
+    )
+    with atomic(session, lambda v: _over_refund(session, row, wanted, v)):
+        _check_against_stored_order(session, order.merchant_id, order.order_id, quote, wanted)
+        session.add(row)
+        session.flush()
+        _write_lines(session, row, quote)
+        for payment_id in sorted(wanted):
+            _reserve_new(session, row, payment_id, wanted[payment_id], now)
+    return row
+
+
+def requote_refund(
+    session: Session,
+    *,
+    refund_id: str,
+    quote: Quote,
+    status: RefundStatus | None = None,
+    at: datetime | None = None,
+) -> RefundRow:
+    """Move the refund's reservations to a new quote (e.g. after a deduction at inspection).
+
+    Each tender's hold becomes the new quote's share; a share below what was already paid out
+    from that tender is refused with :class:`OverRefund`, as is a rise beyond what is left.
+    """
+    now = at or utcnow()
+    row = _refund(session, refund_id)
+    wanted = _tender_amounts(quote)
+    if quote.order_id != row.order_id or quote.currency != row.currency:
+        raise InvalidInput("the new quote is for another order or currency", code="order_mismatch")
+    with atomic(session, lambda v: _over_refund(session, row, wanted, v)):
+        holds = _reservations(session, refund_id, lock=True)
+        if holds and all(h.state == "released" for h in holds):
+            raise DomainError(f"refund {refund_id} was closed", code="refund_closed")
+        _check_against_stored_order(session, row.merchant_id, row.order_id, quote, wanted)
+        by_payment = {h.payment_id: h for h in holds}
+        for payment_id in sorted(set(wanted) | set(by_payment)):
+            hold = by_payment.get(payment_id)
+            if hold is None:
+                _reserve_new(session, row, payment_id, wanted[payment_id], now)
+            else:
+                _resize(session, hold, wanted.get(payment_id, 0), now)
+        _replace_quote(session, row, quote, status, now)
+    return row
+
+
+def release_reservation(session: Session, *, refund_id: str, at: datetime | None = None) -> int:
+    """Give back what the refund still holds (not what it already paid). Returns the amount
+    released; releasing twice releases nothing the second time."""
+    now = at or utcnow()
+    released = 0
+    with atomic(session):
+        for hold in _reservations(session, refund_id, lock=True):
+            if hold.state != "active":
+                continue
+            left = hold.amount - hold.consumed
+            _move(session, hold, reserved=-left, refunded=0, now=now)
+            hold.state = "released"
+            hold.updated_at = now
+            session.add(hold)
+            released += left
+    return released
+
+
+def consume_reservation(
+    session: Session,
+    *,
+    refund_id: str,
+    payment_id: str,
+    amount: int,
+    at: datetime | None = None,
+) -> ReservationRow:
+    """A payout settled: move ``amount`` of the hold on ``payment_id`` from reserved to
+    refunded. Partial amounts are allowed; more than is still held is :class:`OverRefund`."""
+    if amount <= 0:
+        raise InvalidInput("a consumed amount must be positive", code="negative_amount")
+    now = at or utcnow()
+    with atomic(session):
+        hold = next(
+            (h for h in _reservations(session, refund_id, lock=True) if h.payment_id == payment_id),
+            None,
+        )
+        if hold is None or hold.state != "active":
+            raise DomainError(
+                f"refund {refund_id} holds nothing on payment {payment_id}",
+                code="no_active_reservation",
+            )
+        if hold.consumed + amount > hold.amount:
+            raise OverRefund(
+                f"refund {refund_id} cannot pay {amount} from payment {payment_id}: "
+                f"only {hold.amount - hold.consumed} is still reserved"
+            )
+        hold.consumed += amount
+        hold.state = "consumed" if hold.consumed == hold.amount else "active"
+        hold.updated_at = now
+        session.add(hold)
+        _move(session, hold, reserved=-amount, refunded=amount, now=now)
+    return hold
+
+
+def get_refund(session: Session, *, refund_id: str) -> RefundRow | None:
+    return session.get(RefundRow, refund_id)
+
+
+def set_refund_status(
+    session: Session, *, refund_id: str, status: RefundStatus, at: datetime | None = None
+) -> RefundRow:
+    with atomic(session):
+        row = _refund(session, refund_id)
+        row.status = RefundStatus(status).value
+        row.updated_at = at or utcnow()
+        session.add(row)
+    return row
+
+
+def reservations(session: Session, *, refund_id: str) -> list[ReservationRow]:
+    return _reservations(session, refund_id, lock=False)
+
+
+def prior_refunds(
+    session: Session, *, merchant_id: str, order_id: str, exclude_refund_id: str | None = None
+) -> list[PriorRefund]:
+    """Refunds of the order that count against what is left: live ones, completed ones, and
+    closed ones that paid something before they closed."""
+    statement = (
+        select(RefundRow)
+        .where(RefundRow.merchant_id == merchant_id, RefundRow.order_id == order_id)
+        .order_by(col(RefundRow.created_at), col(RefundRow.refund_id))
+    )
+    result = []
+    for refund in session.exec(statement).all():
+        if refund.refund_id == exclude_refund_id:
+            continue
+        prior = _as_prior(session, refund)
+        if prior is not None:
+            result.append(prior)
+    return result
+
+
+def count_recent_refunds(
+    session: Session, *, merchant_id: str, customer_id: str, since: datetime
+) -> int:
+    statement = select(RefundRow.refund_id).where(
+        RefundRow.merchant_id == merchant_id,
+        RefundRow.customer_id == customer_id,
+        col(RefundRow.created_at) >= since,
+    )
+    return len(session.exec(statement).all())
+
+
+_CLOSED = {RefundStatus.REJECTED.value, RefundStatus.CANCELLED.value}
+
+
+def _as_prior(session: Session, refund: RefundRow) -> PriorRefund | None:
+    holds = _reservations(session, refund.refund_id, lock=False)
+    # A live hold counts in full; a closed one only for what it actually paid.
+    amounts = {h.payment_id: h.amount if h.state == "active" else h.consumed for h in holds}
+    paid = any(h.consumed for h in holds)
+    if refund.status in _CLOSED and not paid:
+        return None
+    done = refund.status == RefundStatus.COMPLETED.value or refund.status in _CLOSED
+    request = RefundRequest.model_validate(refund.request)
+    return PriorRefund(
+        refund_id=refund.refund_id,
+        state="completed" if done else "active",
+        reason=request.reason,
+        items=list(request.items),
+        tender_amounts={pid: amount for pid, amount in amounts.items() if amount},
+        request_fingerprint=refund.request_fingerprint,
+        created_at=refund.created_at,
+    )
+
+
+def _tender_amounts(quote: Quote) -> dict[str, int]:
+    ids = [t.payment_id for t in quote.tenders]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("a quote names each tender once", code="invalid_quote")
+    if any(t.amount < 0 for t in quote.tenders):
+        raise InvalidInput("tender amounts must not be negative", code="negative_amount")
+    if sum(t.amount for t in quote.tenders) != quote.total:
+        raise InvalidInput(
+            "the quote's tender shares do not add up to its total", code="invalid_quote"
+        )
+    return {t.payment_id: t.amount for t in quote.tenders if t.amount}
+
+
+def _check_refund_inputs(
+    order: OrderSnapshot, request: RefundRequest, quote: Quote
+) -> dict[str, int]:
+    if request.order_id != order.order_id or quote.order_id != order.order_id:
+        raise InvalidInput(
+            f"request and quote must be for order {order.order_id}", code="order_mismatch"
+        )
+    for currency in (quote.currency, request.currency or quote.currency):
+        if currency != order.currency:
+            raise CurrencyMismatch(
+                f"refund in {currency}, order {order.order_id} in {order.currency}"
+            )
+    return _tender_amounts(quote)
+
+
+def _check_same_refund(row: RefundRow, order: OrderSnapshot, requested_by: str) -> None:
+    same = (row.merchant_id, row.order_id, row.requested_by) == (
+        order.merchant_id,
+        order.order_id,
+        requested_by,
+    )
+    if not same:
+        raise DomainError(
+            f"refund {row.refund_id} exists for another order or requester", code="refund_exists"
+        )
+
+
+def _check_against_stored_order(
+    session: Session, merchant_id: str, order_id: str, quote: Quote, wanted: Mapping[str, int]
+) -> None:
+    """The quote must fit the order as stored, which may be newer than the caller's copy."""
+    stored = session.get(OrderRow, (merchant_id, order_id))
+    if stored is None:
+        raise InvalidInput(f"order {order_id} is not stored", code="unknown_order")
+    if stored.currency != quote.currency:
+        raise CurrencyMismatch(f"order {order_id} is in {stored.currency}, not {quote.currency}")
+    _check_tenders(session, stored, quote.currency, wanted)
+    _check_lines(session, stored, quote)
+
+
+def _check_tenders(
+    session: Session, order: OrderRow, currency: str, wanted: Mapping[str, int]
+) -> None:
+    statement = select(TenderBalanceRow).where(
+        TenderBalanceRow.merchant_id == order.merchant_id,
+        TenderBalanceRow.order_id == order.order_id,
+    )
+    balances = {b.payment_id: b for b in session.exec(statement).all()}
+    for payment_id in wanted:
+        balance = balances.get(payment_id)
+        if balance is None:
+            raise InvalidInput(
+                f"order {order.order_id} has no payment {payment_id!r}", code="unknown_payment"
+            )
+        if balance.currency != currency:
+            raise CurrencyMismatch(
+                f"payment {payment_id} is in {balance.currency}, the refund in {currency}"
+            )
+
+
+def _check_lines(session: Session, order: OrderRow, quote: Quote) -> None:
+    statement = select(OrderLineRow.line_id).where(
+        OrderLineRow.merchant_id == order.merchant_id, OrderLineRow.order_id == order.order_id
+    )
+    unknown = sorted({line.line_id for line in quote.lines} - set(session.exec(statement).all()))
+    if unknown:
+        raise UnknownLine(f"order {order.order_id} has no line {', '.join(unknown)}")
+
+
+def _write_lines(session: Session, row: RefundRow, quote: Quote) -> None:
+    for line in quote.lines:
+        session.add(
+            RefundLineRow(
+                refund_id=row.refund_id,
+                line_id=line.line_id,
+                merchant_id=row.merchant_id,
+                order_id=row.order_id,
+                quantity=line.quantity,
+                amount=line.amount,
+            )
+        )
+    session.flush()
+
+
+def _replace_quote(
+    session: Session, row: RefundRow, quote: Quote, status: RefundStatus | None, now: datetime
+) -> None:
+    for old in session.exec(select(RefundLineRow).where(RefundLineRow.refund_id == row.refund_id)):
+        session.delete(old)
+    session.flush()
+    _write_lines(session, row, quote)
+    row.quote = quote.model_dump(mode="json")
+    row.quote_fingerprint = quote.fingerprint()
+    row.total = quote.total
+    row.policy_version = quote.policy_version
+    if status is not None:
+        row.status = RefundStatus(status).value
+    row.updated_at = now
+    session.add(row)
+
+
+def _tender_key(merchant_id: str, order_id: str, payment_id: str) -> list[ColumnElement[bool]]:
+    return [
+        col(TenderBalanceRow.merchant_id) == merchant_id,
+        col(TenderBalanceRow.order_id) == order_id,
+        col(TenderBalanceRow.payment_id) == payment_id,
+    ]
+
+
+def _reserve_new(
+    session: Session, refund: RefundRow, payment_id: str, amount: int, now: datetime
+) -> None:
+    # The race is decided here: one UPDATE under the row's lock, judged by the CHECK.
+    session.exec(
+        update(TenderBalanceRow)
+        .where(*_tender_key(refund.merchant_id, refund.order_id, payment_id))
+        .values(reserved=col(TenderBalanceRow.reserved) + amount, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.add(
+        ReservationRow(
+            refund_id=refund.refund_id,
+            payment_id=payment_id,
+            merchant_id=refund.merchant_id,
+            order_id=refund.order_id,
+            amount=amount,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+
+
+def _resize(session: Session, hold: ReservationRow, amount: int, now: datetime) -> None:
+    if amount == hold.amount:
+        return
+    if hold.state != "active":
+        raise DomainError(
+            f"the hold on payment {hold.payment_id} is {hold.state}; it cannot change",
+            code="refund_closed",
+        )
+    if amount < hold.consumed:
+        raise OverRefund(
+            f"payment {hold.payment_id} already paid {hold.consumed}, more than the new {amount}"
+        )
+    _move(session, hold, reserved=amount - hold.amount, refunded=0, now=now)
+    hold.amount = amount
+    if amount == 0:
+        hold.state = "released"
+    elif amount == hold.consumed:
+        hold.state = "consumed"
+    hold.updated_at = now
+    session.add(hold)
+
+
+def _move(
+    session: Session, hold: ReservationRow, *, reserved: int, refunded: int, now: datetime
+) -> None:
+    session.exec(
+        update(TenderBalanceRow)
+        .where(*_tender_key(hold.merchant_id, hold.order_id, hold.payment_id))
+        .values(
+            reserved=col(TenderBalanceRow.reserved) + reserved,
+            refunded=col(TenderBalanceRow.refunded) + refunded,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _reservations(session: Session, refund_id: str, *, lock: bool) -> list[ReservationRow]:
+    statement = (
+        select(ReservationRow)
+        .where(ReservationRow.refund_id == refund_id)
+        .order_by(col(ReservationRow.payment_id))
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        statement = statement.with_for_update()
+    return list(session.exec(statement).all())
+
+
+def _refund(session: Session, refund_id: str) -> RefundRow:
+    row = session.get(RefundRow, refund_id)
+    if row is None:
+        raise InvalidInput(f"unknown refund {refund_id!r}", code="unknown_refund")
+    return row
+
+
+def _over_refund(
+    session: Session, refund: RefundRow, wanted: Mapping[str, int], violation: Violation
+) -> DomainError | None:
+    if violation.name == "pk_refunds":  # the same refund created concurrently
+        return DomainError(f"refund {refund.refund_id} already exists", code="refund_exists")
+    if violation.name != "ck_tender_balances_within_captured":
+        return None
+    # The savepoint is gone, so the committed counters can be read to say what is left.
+    parts = []
+    for balance in session.exec(
+        select(TenderBalanceRow)
+        .where(
+            TenderBalanceRow.merchant_id == refund.merchant_id,
+            TenderBalanceRow.order_id == refund.order_id,
+            col(TenderBalanceRow.payment_id).in_(sorted(wanted)),
+        )
+        .execution_options(populate_existing=True)
+    ).all():
+        left = balance.captured - balance.reserved - balance.refunded
+        parts.append(
+            f"{wanted[balance.payment_id]} from payment {balance.payment_id} ({left} left)"
+        )
+    return OverRefund(
+        f"refund {refund.refund_id} would exceed what was captured: it asks {'; '.join(parts)}",
+        refund_id=refund.refund_id,
+    )
+
+
+# ------------------------------------------------------------------------------ payouts
+
+
+def register_payout_key(
+    session: Session,
+    *,
+    payout_key: str,
+    refund_id: str,
+    seq: int,
+    generation: int,
+    route: str,
+    amount: int,
+    currency: str,
+    at: datetime | None = None,
+) -> PayoutRow:
+    """Record a payout before it is sent. The same key with the same data returns the stored
+    row (a retry); with other data it is refused (``duplicate_payout_key``)."""
+    now = at or utcnow()
+    row = PayoutRow(
+        payout_key=payout_key,
+        refund_id=refund_id,
+        seq=seq,
+        generation=generation,
+        route=str(route),
+        amount=amount,
+        currency=currency,
+        created_at=now,
+        updated_at=now,
+    )
+    existing = _payout(session, payout_key)
+    if existing is None:
+        _refund(session, refund_id)
+        if insert_once(session, row, constraint="uq_payouts_payout_key"):
+            return row
+        existing = _payout(session, payout_key)
+    if existing is None or _payout_data(existing) != _payout_data(row):
+        raise DomainError(
+            f"payout key {payout_key} is already registered with other data",
+            code="duplicate_payout_key",
+        )
+    return existing
+
+
+def set_payout_status(
+    session: Session,
+    *,
+    payout_key: str,
+    status: PayoutStatus,
+    provider_ref: str | None = None,
+    at: datetime | None = None,
+) -> PayoutRow:
+    """Record what the provider said. Settling goes through :func:`settle_payout`, which also
+    moves the money from reserved to refunded."""
+    if PayoutStatus(status) is PayoutStatus.SETTLED:
+        raise InvalidInput("use settle_payout to settle a payout", code="invalid_status")
+    with atomic(session):
+        row = _locked_payout(session, payout_key)
+        if row.status == PayoutStatus.SETTLED.value:
+            raise DomainError(f"payout {payout_key} is settled", code="payout_settled")
+        row.status = PayoutStatus(status).value
+        row.provider_ref = provider_ref if provider_ref is not None else row.provider_ref
+        row.updated_at = at or utcnow()
+        session.add(row)
+    return row
+
+
+def settle_payout(
+    session: Session,
+    *,
+    payout_key: str,
+    charges: Mapping[str, int],
+    provider_ref: str | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Mark the payout settled and consume ``charges`` (payment id -> amount) from the
+    refund's holds, once: ``False`` if it was already settled (a duplicate webhook)."""
+    now = at or utcnow()
+    with atomic(session):
+        row = _locked_payout(session, payout_key)
+        if row.status == PayoutStatus.SETTLED.value:
+            return False
+        if sum(charges.values()) != row.amount:
+            raise InvalidInput(
+                f"charges add up to {sum(charges.values())}, payout {payout_key} is {row.amount}",
+                code="invalid_charges",
+            )
+        for payment_id in sorted(charges):
+            if charges[payment_id]:
+                consume_reservation(
+                    session,
+                    refund_id=row.refund_id,
+                    payment_id=payment_id,
+                    amount=charges[payment_id],
+                    at=now,
+                )
+        row.status = PayoutStatus.SETTLED.value
+        row.provider_ref = provider_ref if provider_ref is not None else row.provider_ref
+        row.updated_at = now
+        session.add(row)
+    return True
+
+
+def get_payout(session: Session, *, payout_key: str) -> PayoutRow | None:
+    return _payout(session, payout_key)
+
+
+def _payout(session: Session, payout_key: str) -> PayoutRow | None:
+    statement = select(PayoutRow).where(PayoutRow.payout_key == payout_key)
+    return session.exec(statement.execution_options(populate_existing=True)).first()
+
+
+def _locked_payout(session: Session, payout_key: str) -> PayoutRow:
+    statement = (
+        select(PayoutRow)
+        .where(PayoutRow.payout_key == payout_key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = session.exec(statement).first()
+    if row is None:
+        raise InvalidInput(f"unknown payout {payout_key!r}", code="unknown_payout")
+    return row
+
+
+def _payout_data(row: PayoutRow) -> tuple[object, ...]:
+    return (row.refund_id, row.seq, row.generation, row.route, row.amount, row.currency)
+
+
+# ---------------------------------------------------------------------------- approvals
+
+
+def record_approval(
+    session: Session,
+    *,
+    refund_id: str,
+    approver_id: str,
+    decision: str,
+    quote_fingerprint: str,
+    comment: str = "",
+    at: datetime | None = None,
+) -> ApprovalRow:
+    """Record one approver's decision on one quote.
+
+    The requester is taken from the refund, and the database refuses a self-approval
+    (``self_approval``) whatever the caller claims. The same approver deciding the same quote
+    again returns the first record; a different decision is ``approval_conflict``.
+    """
+    refund = _refund(session, refund_id)
+    existing = _approval(session, refund_id, approver_id, quote_fingerprint)
+    if existing is None:
+        row = ApprovalRow(
+            refund_id=refund_id,
+            approver_id=approver_id,
+            requested_by=refund.requested_by,
+            decision=decision,
+            quote_fingerprint=quote_fingerprint,
+            comment=comment,
+            created_at=at or utcnow(),
+        )
+        constraint = "uq_approvals_refund_id_approver_id_quote_fingerprint"
+        if insert_once(session, row, constraint=constraint):
+            return row
+        existing = _approval(session, refund_id, approver_id, quote_fingerprint)
+    if existing is None or existing.decision != decision:
+        raise DomainError(
+            f"{approver_id} already decided differently on this quote", code="approval_conflict"
+        )
+    return existing
+
+
+def list_approvals(
+    session: Session, *, refund_id: str, quote_fingerprint: str | None = None
+) -> list[ApprovalRow]:
+    statement = select(ApprovalRow).where(ApprovalRow.refund_id == refund_id)
+    if quote_fingerprint is not None:
+        statement = statement.where(ApprovalRow.quote_fingerprint == quote_fingerprint)
+    return list(session.exec(statement.order_by(col(ApprovalRow.id))).all())
+
+
+def _approval(
+    session: Session, refund_id: str, approver_id: str, fingerprint: str
+) -> ApprovalRow | None:
+    statement = select(ApprovalRow).where(
+        ApprovalRow.refund_id == refund_id,
+        ApprovalRow.approver_id == approver_id,
+        ApprovalRow.quote_fingerprint == fingerprint,
+    )
+    return session.exec(statement).first()

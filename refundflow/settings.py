@@ -1,0 +1,30 @@
+"""Configuration from the environment (``REFUNDFLOW_*``); no secrets live in code."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFUNDFLOW_", extra="ignore")
+
+    database_url: str | None = None
+    """SQLAlchemy URL; unset means the embedded SQLite file under ``data_dir``."""
+    data_dir: Path = Path("data")
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "refunds"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'refundflow.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

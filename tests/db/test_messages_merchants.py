@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from refundflow.db.models import IdempotencyKeyRow, WebhookEventRow
+from refundflow.db.repository import (
+    ClaimOutcome,
+    adjust_customer_balance,
+    claim_idempotency_key,
+    claim_outbox,
+    complete_idempotency_key,
+    create_api_key,
+    enqueue_outbox,
+    get_policy,
+    latest_policy,
+    mark_outbox,
+    record_webhook_event,
+    release_idempotency_key,
+    revoke_api_key,
+    save_policy,
+    verify_api_key,
+)
+from refundflow.domain.errors import DomainError
+from refundflow.domain.policy import DEFAULT_POLICY, Policy
+from tests.db.builders import MERCHANT
+from tests.db.helpers import count
+
+
+def _claim(session: Session, hash_: str, key: str = "idem-1") -> ClaimOutcome:
+    claim = claim_idempotency_key(session, merchant_id=MERCHANT, key=key, request_hash=hash_)
+    return claim.outcome
+
+
+def test_idempotency_key_lifecycle(session: Session, engine: Engine) -> None:
+    assert _claim(session, "h1") is ClaimOutcome.NEW
+    session.commit()
+    assert _claim(session, "h1") is ClaimOutcome.IN_FLIGHT
+    assert _claim(session, "h2") is ClaimOutcome.MISMATCH
+
+    complete_idempotency_key(
+        session, merchant_id=MERCHANT, key="idem-1", response={"refund_id": "r-1"}, refund_id="r-1"
+    )
+    session.commit()
+    done = claim_idempotency_key(session, merchant_id=MERCHANT, key="idem-1", request_hash="h1")
+    assert (done.outcome, done.refund_id, done.response) == (
+        ClaimOutcome.DONE,
+        "r-1",
+        {"refund_id": "r-1"},
+    )
+    assert _claim(session, "h2") is ClaimOutcome.MISMATCH
+    with pytest.raises(DomainError) as err:
+        complete_idempotency_key(session, merchant_id=MERCHANT, key="idem-1", response={"x": 1})
+    assert err.value.code == "key_completed"
+    assert not release_idempotency_key(session, merchant_id=MERCHANT, key="idem-1")  # answered
+    session.commit()
+    assert count(engine, IdempotencyKeyRow) == 1
+
+
+def test_idempotency_key_release_allows_a_retry(session: Session) -> None:
+    assert _claim(session, "h", key="idem-2") is ClaimOutcome.NEW
+    assert release_idempotency_key(session, merchant_id=MERCHANT, key="idem-2")
+    assert _claim(session, "h", key="idem-2") is ClaimOutcome.NEW
+    session.commit()
+
+
+def test_webhook_events_are_deduplicated(session: Session, engine: Engine) -> None:
+    assert record_webhook_event(session, provider="alipay", event_id="e-1", payload={"n": 1})
+    session.commit()
+    assert not record_webhook_event(session, provider="alipay", event_id="e-1", payload={"n": 2})
+    assert record_webhook_event(session, provider="wechat", event_id="e-1", payload={})
+    session.commit()
+    assert count(engine, WebhookEventRow) == 2
+
+
+def test_outbox_rows_are_claimed_and_marked(session: Session) -> None:
+    first = enqueue_outbox(
+        session, refund_id="r-1", channel="customer", template="refund_received", payload={"a": 1}
+    )
+    enqueue_outbox(session, refund_id=None, channel="ops", template="escalation", locale="zh-CN")
+    session.commit()
+    assert first.id is not None
+    pending = claim_outbox(session, limit=10)
+    assert [(o.template, o.locale) for o in pending] == [
+        ("refund_received", "en"),
+        ("escalation", "zh-CN"),
+    ]
+    mark_outbox(session, outbox_id=first.id, sent=True)
+    retry = pending[1].id
+    assert retry is not None
+    mark_outbox(session, outbox_id=retry, sent=False, error="smtp down")
+    session.commit()
+    left = claim_outbox(session)
+    assert [(o.template, o.attempts, o.last_error) for o in left] == [
+        ("escalation", 1, "smtp down")
+    ]
+    session.commit()
+
+
+def test_policies_are_versioned(session: Session) -> None:
+    assert latest_policy(session, merchant_id=MERCHANT) is None
+    save_policy(session, merchant_id=MERCHANT, policy=DEFAULT_POLICY)
+    v2 = Policy.parse({"version": 2, "return_window_days": {"CHANGED_MIND": 30}})
+    save_policy(session, merchant_id=MERCHANT, policy=v2)
+    session.commit()
+    assert latest_policy(session, merchant_id=MERCHANT) == v2
+    assert get_policy(session, merchant_id=MERCHANT, version=1) == DEFAULT_POLICY
+    save_policy(session, merchant_id=MERCHANT, policy=v2)  # same document again: fine
+    with pytest.raises(DomainError) as err:
+        save_policy(session, merchant_id=MERCHANT, policy=Policy.parse({"version": 2}))
+    assert err.value.code == "policy_version_exists"
+    session.commit()
+
+
+def test_api_keys_store_only_a_hash(session: Session) -> None:
+    row, token = create_api_key(session, merchant_id=MERCHANT, name="shop backend")
+    approver, _ = create_api_key(session, merchant_id=MERCHANT, name="fin-1", role="approver")
+    session.commit()
+    assert (row.role, approver.role) == ("client", "approver")
+    assert token not in row.key_hash and len(row.key_hash) == 64
+    with pytest.raises(DomainError) as err:
+        create_api_key(session, merchant_id=MERCHANT, name="x", role="root")
+    assert err.value.code == "invalid_role"
+    found = verify_api_key(session, token=token)
+    assert found is not None and found.merchant_id == MERCHANT
+    assert verify_api_key(session, token=token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert verify_api_key(session, token="garbage") is None
+    revoke_api_key(session, key_id=row.key_id)
+    session.commit()
+    assert verify_api_key(session, token=token) is None
+
+
+def test_customer_balance_never_goes_negative(session: Session) -> None:
+    def adjust(delta: int, customer_id: str = "c-1") -> int:
+        return adjust_customer_balance(
+            session, merchant_id=MERCHANT, customer_id=customer_id, currency="CNY", delta=delta
+        )
+
+    assert adjust(6000) == 6000
+    assert adjust(-1000) == 5000
+    session.commit()
+    with pytest.raises(DomainError) as err:
+        adjust(-5001)
+    assert err.value.code == "insufficient_balance"
+    assert adjust(0) == 5000
+    with pytest.raises(DomainError):
+        adjust(-1, customer_id="c-2")
+    session.commit()
