@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import InvalidInput, OverRefund
 from refundflow.domain.money import allocate, cumulative_share
-from refundflow.domain.orders import OrderSnapshot, RefundReason, RefundRequest
+from refundflow.domain.orders import OrderSnapshot, RefundItem, RefundReason, RefundRequest
 from refundflow.domain.policy import Policy
 from refundflow.domain.quote import PriorRefund, Quote
 
@@ -60,7 +60,7 @@ def orders(draw: st.DrawFn) -> OrderSnapshot:
             }
         )
     items_net = sum(ln["quantity"] * ln["unit_price"] - ln["line_discount"] for ln in lines)
-    discounts = []
+    discounts: list[dict[str, Any]] = []
     budget = items_net
     for j in range(draw(st.integers(min_value=0, max_value=2))):
         amount = draw(st.integers(min_value=0, max_value=budget))
@@ -137,7 +137,7 @@ reasons = st.sampled_from([RefundReason.CHANGED_MIND, RefundReason.DAMAGED, Refu
 def _req(order: OrderSnapshot, items: list[tuple[str, int]], reason: RefundReason) -> RefundRequest:
     return RefundRequest(
         order_id=order.order_id,
-        items=[{"line_id": lid, "quantity": q} for lid, q in items],  # type: ignore[misc]
+        items=[RefundItem(line_id=lid, quantity=q) for lid, q in items],
         reason=reason,
         requested_by="u",
     )
