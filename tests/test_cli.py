@@ -43,3 +43,12 @@ def test_policy_check_validates_documents(tmp_path: Path) -> None:
     bad.write_text("shipping_refund: sometimes\n")
     refused = run("policy", "check", str(bad))
     assert refused.returncode == 2 and "policy_invalid" in refused.stderr
+
+
+def test_db_upgrade_creates_the_default_sqlite_database(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN), "db", "upgrade"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "revision 0001" in result.stdout
+    assert (tmp_path / "data" / "refundflow.db").stat().st_size > 0

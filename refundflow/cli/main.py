@@ -57,6 +57,28 @@ PolicyOption = Annotated[
 ]
 
 
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the database named by REFUNDFLOW_DATABASE_URL (SQLite by default)."""
+    from refundflow.db.migrate import current, upgrade
+    from refundflow.settings import get_settings
+
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    console.print(f"database at revision [bold]{current(url)}[/bold]")
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: RefundWorkflow and its activities (stops cleanly on Ctrl-C / SIGTERM)."""
+    from refundflow.worker import main as run_worker
+
+    run_worker()
+
+
 @policy_app.command("check")
 def policy_check(path: Path) -> None:
     """Validate a policy YAML file and print it with every default filled in."""
