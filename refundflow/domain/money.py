@@ -166,3 +166,13 @@ def convert(amount: int, rate: FxRate, *, from_currency: str) -> int:
         raise CurrencyMismatch(f"rate {rate.base}/{rate.quote} cannot convert {from_currency}")
     major = to_major(amount, from_currency) * factor
     return int(major.scaleb(exponent(target)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _load_locale_data() -> None:
+    # Babel reads its CLDR files on first use. Reading them once here, at import, means
+    # formatting never touches the file system later, where the workflow sandbox forbids it.
+    for locale in ("en", "zh_CN"):
+        format_currency(Decimal("1.00"), "CNY", locale=locale)
+
+
+_load_locale_data()

@@ -1,0 +1,157 @@
+"""Inputs and results of every activity, with their names.
+
+Workflows import this module (not the activity implementations), so no database or HTTP code
+is ever loaded into the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from refundflow.domain.money import FxRate
+from refundflow.domain.orders import BankAccount, OrderSnapshot, PaymentMethod, RefundRequest
+from refundflow.domain.policy import Policy
+from refundflow.domain.quote import PriorRefund, Quote
+from refundflow.domain.states import ApprovalRecord, PayoutRecord, RefundStatus, Stage
+from refundflow.gateways.base import PayoutResult
+
+__all__ = ["PayoutResult"]  # activities return the gateway's result model as is
+
+# Activity names: the workflow calls activities by these strings.
+LOAD_CONTEXT = "load_refund_context"
+RECORD_TRANSITION = "record_transition"
+RESERVE = "reserve_refund"
+RELEASE = "release_reservation"
+RECORD_APPROVAL = "record_approval"
+RECHECK_QUOTE = "recheck_quote"
+REGISTER_PAYOUT = "register_payout"
+SEND_PAYOUT = "send_payout"
+QUERY_PAYOUT = "query_payout"
+RECORD_PAYOUT = "record_payout"
+
+
+class LoadContextInput(BaseModel):
+    refund_id: str
+    merchant_id: str
+    order_id: str
+    request: RefundRequest
+    as_of: datetime
+
+
+class RefundContext(BaseModel):
+    """What review and the quote need, read once from the database."""
+
+    order: OrderSnapshot
+    policy: Policy
+    prior_refunds: list[PriorRefund]
+    recent_customer_refunds: int
+    approvers: list[str]
+
+
+class Notification(BaseModel):
+    """An outbox row: delivered by the notification issue's channels, recorded here first."""
+
+    channel: Literal["customer", "approver", "supplier", "warehouse", "ops"]
+    template: str
+    locale: str = "en"
+    params: dict[str, Any] = {}
+
+
+class TransitionInput(BaseModel):
+    refund_id: str
+    status: RefundStatus
+    stage: Stage
+    kind: str
+    """Audit event kind, e.g. ``status_changed``, ``approval_recorded``, ``message_ignored``."""
+    message: str
+    actor: str = "system"
+    at: datetime
+    seq: int
+    """Index of the event in the workflow's timeline: makes a retried write a no-op."""
+    data: dict[str, Any] = {}
+    notifications: list[Notification] = []
+
+
+class ReserveInput(BaseModel):
+    """Create the refund row and reserve the quote's amounts; without a quote (a refund
+    rejected at review) only the row is written, so every refund has one."""
+
+    refund_id: str
+    request: RefundRequest
+    order: OrderSnapshot
+    quote: Quote | None
+    policy_version: int
+    status: RefundStatus
+    at: datetime
+
+
+class ReserveResult(BaseModel):
+    ok: bool
+    code: str = ""
+    message: str = ""
+
+
+class ReleaseInput(BaseModel):
+    refund_id: str
+    at: datetime
+
+
+class ApprovalInput(BaseModel):
+    refund_id: str
+    requested_by: str
+    approval: ApprovalRecord
+
+
+class RecheckInput(BaseModel):
+    refund_id: str
+    expected_fingerprint: str
+    fx_rate: FxRate | None = None
+
+
+class RecheckResult(BaseModel):
+    matches: bool
+    fingerprint: str
+    total: int
+    detail: str = ""
+
+
+class PayoutCall(BaseModel):
+    refund_id: str
+    merchant_id: str
+    customer_id: str
+    record: PayoutRecord
+    original_txn_id: str = ""
+    original_amount: int = 0
+    bank_account: BankAccount | None = None
+    reason: str = ""
+
+
+class QueryPayoutInput(BaseModel):
+    payout_key: str
+    route: PaymentMethod
+
+
+class RecordPayoutInput(BaseModel):
+    refund_id: str
+    record: PayoutRecord
+    charges: dict[str, int] = {}
+    """Per tender, what this payout consumes from the reservation when it settles."""
+    at: datetime
+
+
+class RefundWorkflowInput(BaseModel):
+    """Start (or continue-as-new) a RefundWorkflow. ``state``/``context`` carry a continued run."""
+
+    refund_id: str
+    merchant_id: str
+    order_id: str
+    request: RefundRequest
+    fx_rate: FxRate | None = None
+    history_limit: int | None = None
+    """Continue-as-new past this many events even before the server suggests it (tests)."""
+    state: Any = None
+    """A RefundState when continued; typed loosely to keep this module free of a cycle."""
+    context: RefundContext | None = None

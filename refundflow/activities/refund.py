@@ -1,0 +1,373 @@
+"""The side effects RefundWorkflow needs: database steps and payout calls.
+
+Database activities are plain functions run on the worker's thread pool, each one transaction.
+Every one of them is safe to run twice (a local activity is retried if the worker dies after
+the commit and before the result is recorded): audit and outbox rows carry the timeline index
+of the transition, and the repositories treat a repeated reservation, payout key or approval as
+the same one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from refundflow.activities import contracts as c
+from refundflow.db.engine import make_engine, session_scope
+from refundflow.db.models import ApiKeyRow, AuditEventRow, RefundRow
+from refundflow.db.repository import (
+    append_audit,
+    count_recent_refunds,
+    create_refund,
+    enqueue_outbox,
+    get_order,
+    get_payout,
+    get_policy,
+    get_refund,
+    latest_policy,
+    post_ledger,
+    prior_refunds,
+    record_approval,
+    register_payout_key,
+    release_reservation,
+    set_payout_status,
+    settle_payout,
+)
+from refundflow.domain.calculation import compute_quote
+from refundflow.domain.errors import DomainError, OverRefund
+from refundflow.domain.orders import PaymentMethod, RefundRequest
+from refundflow.domain.policy import DEFAULT_POLICY, Policy
+from refundflow.domain.quote import Quote
+from refundflow.domain.states import PayoutStatus
+from refundflow.gateways.balance import refunds_account
+from refundflow.gateways.base import (
+    Gateway,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+)
+from refundflow.settings import Settings
+
+
+class RefundActivities:
+    def __init__(self, engine: Engine, gateways: Mapping[PaymentMethod, Gateway]) -> None:
+        self.engine = engine
+        self.gateways = dict(gateways)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RefundActivities:
+        from refundflow.gateways.registry import build_gateways
+
+        engine = make_engine(settings.resolved_database_url)
+        return cls(engine, build_gateways(settings, engine))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.load_refund_context,
+            self.record_transition,
+            self.reserve_refund,
+            self.release_reservation,
+            self.record_approval,
+            self.recheck_quote,
+            self.register_payout,
+            self.record_payout,
+            self.send_payout,
+            self.query_payout,
+        ]
+
+    # ------------------------------------------------------------------ database
+    @activity.defn(name=c.LOAD_CONTEXT)
+    def load_refund_context(self, inp: c.LoadContextInput) -> c.RefundContext:
+        with session_scope(self.engine, readonly=True) as s:
+            order = get_order(s, merchant_id=inp.merchant_id, order_id=inp.order_id)
+            if order is None:
+                raise ApplicationError(
+                    f"order {inp.order_id} of merchant {inp.merchant_id} is unknown",
+                    type="order_not_found",
+                    non_retryable=True,
+                )
+            policy = latest_policy(s, merchant_id=inp.merchant_id) or DEFAULT_POLICY
+            priors = prior_refunds(
+                s,
+                merchant_id=inp.merchant_id,
+                order_id=inp.order_id,
+                exclude_refund_id=inp.refund_id,
+            )
+            recent = count_recent_refunds(
+                s,
+                merchant_id=inp.merchant_id,
+                customer_id=order.customer_id,
+                since=inp.as_of - timedelta(days=30),
+            )
+            mine = get_refund(s, refund_id=inp.refund_id) is not None
+            return c.RefundContext(
+                order=order,
+                policy=policy,
+                prior_refunds=priors,
+                recent_customer_refunds=recent - int(mine),
+                approvers=_approvers(s, inp.merchant_id),
+            )
+
+    @activity.defn(name=c.RECORD_TRANSITION)
+    def record_transition(self, inp: c.TransitionInput) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(RefundRow, inp.refund_id)
+            if row is not None and row.status != inp.status.value:
+                row.status = inp.status.value
+                row.updated_at = inp.at
+                s.add(row)
+            if _already_recorded(s, inp):
+                return  # a retry after the commit: the event and its notices exist
+            data = {**inp.data, "seq": inp.seq, "message": inp.message}
+            data |= {"status": inp.status.value, "stage": inp.stage.value}
+            append_audit(
+                s, refund_id=inp.refund_id, kind=inp.kind, actor=inp.actor, data=data, at=inp.at
+            )
+            for note in inp.notifications:
+                enqueue_outbox(
+                    s,
+                    refund_id=inp.refund_id,
+                    channel=note.channel,
+                    template=note.template,
+                    locale=note.locale,
+                    payload=note.params,
+                    at=inp.at,
+                )
+
+    @activity.defn(name=c.RESERVE)
+    def reserve_refund(self, inp: c.ReserveInput) -> c.ReserveResult:
+        if inp.quote is None:
+            with session_scope(self.engine) as s:
+                if get_refund(s, refund_id=inp.refund_id) is None:
+                    s.add(_unreserved_row(inp))
+            return c.ReserveResult(ok=True)
+        try:
+            with session_scope(self.engine) as s:
+                create_refund(
+                    s,
+                    refund_id=inp.refund_id,
+                    order=inp.order,
+                    request=inp.request,
+                    quote=inp.quote,
+                    requested_by=inp.request.requested_by,
+                    policy_version=inp.policy_version,
+                    status=inp.status,
+                    at=inp.at,
+                )
+        except OverRefund as exc:
+            return c.ReserveResult(ok=False, code=exc.code, message=exc.message)
+        return c.ReserveResult(ok=True)
+
+    @activity.defn(name=c.RELEASE)
+    def release_reservation(self, inp: c.ReleaseInput) -> None:
+        with session_scope(self.engine) as s:
+            if get_refund(s, refund_id=inp.refund_id) is not None:
+                release_reservation(s, refund_id=inp.refund_id, at=inp.at)
+
+    @activity.defn(name=c.RECORD_APPROVAL)
+    def record_approval(self, inp: c.ApprovalInput) -> None:
+        a = inp.approval
+        with session_scope(self.engine) as s:
+            record_approval(
+                s,
+                refund_id=inp.refund_id,
+                approver_id=a.approver_id,
+                decision=a.decision,
+                quote_fingerprint=a.quote_fingerprint,
+                comment=a.comment,
+                at=a.at,
+            )
+
+    @activity.defn(name=c.RECHECK_QUOTE)
+    def recheck_quote(self, inp: c.RecheckInput) -> c.RecheckResult:
+        """The second check: recompute the quote from what the database holds, independently
+        of the workflow's copy, before any money moves."""
+        with session_scope(self.engine, readonly=True) as s:
+            row = get_refund(s, refund_id=inp.refund_id)
+            if row is None:
+                return c.RecheckResult(
+                    matches=False, fingerprint="", total=0, detail="no refund row"
+                )
+            order = get_order(s, merchant_id=row.merchant_id, order_id=row.order_id)
+            policy = _policy(s, row)
+            priors = [
+                p
+                for p in prior_refunds(
+                    s,
+                    merchant_id=row.merchant_id,
+                    order_id=row.order_id,
+                    exclude_refund_id=row.refund_id,
+                )
+                if p.created_at is not None and p.created_at < row.created_at
+            ]
+        stored = Quote.model_validate(row.quote)
+        if order is None:
+            return c.RecheckResult(matches=False, fingerprint="", total=0, detail="order vanished")
+        try:
+            fresh = compute_quote(
+                order=order,
+                request=RefundRequest.model_validate(row.request),
+                policy=policy,
+                prior_refunds=priors,
+                deductions=stored.deductions,
+                fx_rate=inp.fx_rate,
+            )
+        except DomainError as exc:
+            return c.RecheckResult(matches=False, fingerprint="", total=0, detail=exc.message)
+        fp = fresh.fingerprint()
+        matches = fp == inp.expected_fingerprint == row.quote_fingerprint
+        detail = (
+            ""
+            if matches
+            else (
+                f"recomputed total {fresh.total} (fingerprint {fp[:8]}), workflow has "
+                f"{inp.expected_fingerprint[:8]}, "
+                f"database has {row.quote_fingerprint[:8]} / {row.total}"
+            )
+        )
+        return c.RecheckResult(matches=matches, fingerprint=fp, total=fresh.total, detail=detail)
+
+    @activity.defn(name=c.REGISTER_PAYOUT)
+    def register_payout(self, inp: c.RecordPayoutInput) -> None:
+        r = inp.record
+        with session_scope(self.engine) as s:
+            register_payout_key(
+                s,
+                payout_key=r.key,
+                refund_id=inp.refund_id,
+                seq=r.seq,
+                generation=r.generation,
+                route=r.route.value,
+                amount=r.amount,
+                currency=r.payout_currency,
+                at=inp.at,
+            )
+
+    @activity.defn(name=c.RECORD_PAYOUT)
+    def record_payout(self, inp: c.RecordPayoutInput) -> None:
+        r = inp.record
+        with session_scope(self.engine) as s:
+            row = get_payout(s, payout_key=r.key)
+            if row is None or row.status == PayoutStatus.SETTLED.value:
+                return
+            if r.status is not PayoutStatus.SETTLED:
+                set_payout_status(
+                    s, payout_key=r.key, status=r.status, provider_ref=r.provider_ref, at=inp.at
+                )
+                return
+            settle_payout(
+                s, payout_key=r.key, charges=inp.charges, provider_ref=r.provider_ref, at=inp.at
+            )
+            refund = get_refund(s, refund_id=inp.refund_id)
+            if refund is not None and r.route is not PaymentMethod.BALANCE:
+                # The balance gateway books its own wallet posting when it pays.
+                post_ledger(
+                    s,
+                    posting_id=f"settle:{r.key}",
+                    entries=[
+                        (refunds_account(refund.merchant_id), r.amount),
+                        (f"clearing:{r.route.value}", -r.amount),
+                    ],
+                    currency=refund.currency,
+                    refund_id=inp.refund_id,
+                    memo=f"payout {r.key} settled",
+                    at=inp.at,
+                )
+
+    # ----------------------------------------------------------------- gateways
+    @activity.defn(name=c.SEND_PAYOUT)
+    async def send_payout(self, call: c.PayoutCall) -> PayoutResult:
+        r = call.record
+        gateway = self._gateway(r.route)
+        if activity.info().attempt > 1:
+            # An earlier attempt may have reached the provider: ask before sending again.
+            known = await gateway.query(r.key)
+            if known.status is not PayoutStatus.NOT_FOUND:
+                return known
+        instruction = PayoutInstruction(
+            payout_key=r.key,
+            refund_id=call.refund_id,
+            merchant_id=call.merchant_id,
+            customer_id=call.customer_id,
+            route=r.route,
+            amount=r.payout_amount,
+            currency=r.payout_currency,
+            original_txn_id=call.original_txn_id,
+            original_amount=call.original_amount,
+            bank_account=r.bank_account,
+            reason=call.reason,
+        )
+        try:
+            return await gateway.refund(instruction)
+        except GatewayTimeout as exc:
+            raise ApplicationError(f"outcome unknown: {exc}", type="GatewayTimeout") from exc
+        except GatewayError as exc:
+            raise ApplicationError(f"provider refused for now: {exc}", type="GatewayError") from exc
+
+    @activity.defn(name=c.QUERY_PAYOUT)
+    async def query_payout(self, inp: c.QueryPayoutInput) -> PayoutResult:
+        return await self._gateway(inp.route).query(inp.payout_key)
+
+    def _gateway(self, route: PaymentMethod) -> Gateway:
+        gateway = self.gateways.get(route)
+        if gateway is None:
+            raise ApplicationError(
+                f"no gateway for {route.value}", type="DomainError", non_retryable=True
+            )
+        return gateway
+
+
+def _unreserved_row(inp: c.ReserveInput) -> RefundRow:
+    order, req = inp.order, inp.request
+    return RefundRow(
+        refund_id=inp.refund_id,
+        merchant_id=order.merchant_id,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        status=inp.status.value,
+        reason=req.reason.value,
+        currency=order.currency,
+        total=0,
+        requested_by=req.requested_by,
+        policy_version=inp.policy_version,
+        quote={},
+        quote_fingerprint="",
+        request=req.model_dump(mode="json"),
+        request_fingerprint=req.fingerprint(),
+        created_at=inp.at,
+        updated_at=inp.at,
+    )
+
+
+def _approvers(session: Session, merchant_id: str) -> list[str]:
+    statement = select(ApiKeyRow.name).where(
+        ApiKeyRow.merchant_id == merchant_id,
+        col(ApiKeyRow.role).in_(["approver", "admin"]),
+        col(ApiKeyRow.revoked_at).is_(None),
+    )
+    return sorted(set(session.exec(statement).all()))
+
+
+def _already_recorded(session: Session, inp: c.TransitionInput) -> bool:
+    statement = select(AuditEventRow.data).where(
+        AuditEventRow.refund_id == inp.refund_id, AuditEventRow.kind == inp.kind
+    )
+    return any(data.get("seq") == inp.seq for data in session.exec(statement).all())
+
+
+def _policy(session: Session, row: RefundRow) -> Policy:
+    return (
+        get_policy(session, merchant_id=row.merchant_id, version=row.policy_version)
+        or latest_policy(session, merchant_id=row.merchant_id)
+        or DEFAULT_POLICY
+    )

@@ -1,0 +1,70 @@
+"""The one interface every payment provider sits behind (DESIGN 11)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from refundflow.domain.orders import BankAccount, PaymentMethod
+from refundflow.domain.states import PayoutEvent, PayoutStatus
+
+
+class PayoutInstruction(BaseModel):
+    """What to pay, where, under which idempotency key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payout_key: str
+    """Sent to the provider as its refund number / idempotency key; never re-minted."""
+    refund_id: str
+    merchant_id: str
+    customer_id: str
+    route: PaymentMethod
+    amount: int
+    currency: str
+    original_txn_id: str = ""
+    """The provider's id of the payment being refunded (for original-route refunds)."""
+    original_amount: int = 0
+    bank_account: BankAccount | None = None
+    reason: str = ""
+
+
+class PayoutResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: PayoutStatus
+    provider_ref: str = ""
+    """The provider's id of the refund."""
+    trace_ref: str = ""
+    """What the customer can give their bank (card ARN, WeChat received account...)."""
+    code: str = ""
+    """The provider's own status or error code, kept for ops."""
+    message: str = ""
+    settled_at: datetime | None = None
+
+
+class GatewayError(Exception):
+    """A call whose outcome is known to be 'nothing happened'; safe to retry."""
+
+
+class GatewayTimeout(Exception):
+    """The outcome is unknown: the provider may have committed. Query before any resend."""
+
+
+class Gateway(Protocol):
+    name: str
+
+    async def refund(self, instruction: PayoutInstruction) -> PayoutResult:
+        """Send the refund. Raises GatewayError (retryable) or GatewayTimeout (unknown)."""
+        ...
+
+    async def query(self, payout_key: str) -> PayoutResult:
+        """The provider's current view of the refund under this key (NOT_FOUND if none)."""
+        ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> PayoutEvent:
+        """Check a webhook's signature and turn it into an event; raises ValueError if forged."""
+        ...

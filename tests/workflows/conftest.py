@@ -1,0 +1,255 @@
+"""A time-skipping Temporal test server for the session, and a fresh stack per test: its own
+SQLite database (real migration), sandbox provider file, task queue and worker with the real
+activities."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import col, select
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from refundflow.activities.contracts import RefundWorkflowInput
+from refundflow.activities.refund import RefundActivities
+from refundflow.db.engine import make_engine, session_scope
+from refundflow.db.migrate import upgrade
+from refundflow.db.models import (
+    ApiKeyRow,
+    AuditEventRow,
+    OutboxRow,
+    PayoutRow,
+    RefundRow,
+    ReservationRow,
+    TenderBalanceRow,
+)
+from refundflow.db.repository import create_api_key, save_policy, upsert_merchant, upsert_order
+from refundflow.domain.money import FxRate
+from refundflow.domain.orders import OrderSnapshot, PaymentMethod, RefundRequest
+from refundflow.domain.policy import Policy
+from refundflow.domain.states import RefundState
+from refundflow.gateways.balance import BalanceGateway
+from refundflow.gateways.sandbox import SandboxGateway
+from refundflow.worker import build_worker
+from refundflow.workflows.client import start_refund
+from refundflow.workflows.refund import RefundWorkflow
+from refundflow.workflows.testing import register_search_attributes
+
+MERCHANT = "shop-1"
+APPROVERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    server = Path(sys.executable).parent / "temporal-test-server"
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(server), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+@dataclass
+class Stack:
+    env: WorkflowEnvironment
+    engine: Engine
+    sandbox: SandboxGateway
+    task_queue: str
+    started: list[WorkflowHandle[RefundWorkflow, RefundState]] = field(default_factory=list)
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    async def now(self) -> datetime:
+        return await self.env.get_current_time()
+
+    async def order(self, order_id: str = "o-1", **overrides: Any) -> OrderSnapshot:
+        """An order paid two days ago (in the test server's time) and delivered yesterday."""
+        now = await self.now()
+        data: dict[str, Any] = {
+            "order_id": order_id,
+            "merchant_id": MERCHANT,
+            "channel": "own_store",
+            "customer_id": "cust-1",
+            "country": "CN",
+            "currency": "CNY",
+            "placed_at": (now - timedelta(days=2)).isoformat(),
+            "status": "DELIVERED",
+            "delivered_at": (now - timedelta(days=1)).isoformat(),
+            "lines": [
+                {"line_id": "l1", "sku": "MUG", "quantity": 2, "unit_price": 4000},
+                {"line_id": "l2", "sku": "TEA", "quantity": 1, "unit_price": 2000},
+            ],
+            "payments": [payment("p1", "alipay", 10000, now)],
+        }
+        data.update(overrides)
+        order = OrderSnapshot.parse(data)
+        with session_scope(self.engine) as s:
+            upsert_order(s, order=order)
+        return order
+
+    def policy(self, data: dict[str, Any]) -> Policy:
+        policy = Policy.parse({"version": 2, **data})
+        with session_scope(self.engine) as s:
+            save_policy(s, merchant_id=MERCHANT, policy=policy)
+        return policy
+
+    async def start(
+        self,
+        refund_id: str,
+        order: OrderSnapshot,
+        fx_rate: FxRate | None = None,
+        history_limit: int | None = None,
+        **request: Any,
+    ) -> WorkflowHandle[RefundWorkflow, RefundState]:
+        data: dict[str, Any] = {
+            "order_id": order.order_id,
+            "items": [{"line_id": "l1", "quantity": 1}],
+            # Late delivery: merchant's fault, no return needed: the shortest path by default.
+            "reason": "LATE_DELIVERY",
+            "requested_by": "desk-1",
+            "contact": {"email": "li@example.com", "locale": "zh-CN"},
+        }
+        data.update(request)
+        inp = RefundWorkflowInput(
+            refund_id=refund_id,
+            merchant_id=order.merchant_id,
+            order_id=order.order_id,
+            request=RefundRequest.parse(data),
+            fx_rate=fx_rate,
+            history_limit=history_limit,
+        )
+        handle = await start_refund(self.client, inp, order=order, task_queue=self.task_queue)
+        self.started.append(handle)
+        return handle
+
+    async def finish(self, handle: WorkflowHandle[RefundWorkflow, RefundState]) -> RefundState:
+        """Run the workflow to its end, skipping time in growing steps.
+
+        Not ``handle.result()``: while it waits, the v1 test server skips to the next timer
+        anywhere, and once the run is done that is a ten-year timer: every later "now" in the
+        session would lie a decade ahead.
+        """
+        step = timedelta(minutes=1)
+        for _ in range(500):
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                break
+            await self.env.sleep(step)
+            step = min(step * 2, timedelta(hours=6))
+        with self.env.auto_time_skipping_disabled():
+            return await handle.result()
+
+    async def terminate_open_runs(self) -> None:
+        for handle in self.started:
+            latest = self.client.get_workflow_handle(handle.id)
+            if (await latest.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await latest.terminate("test finished")
+
+    async def record_histories(self, folder: Path) -> None:
+        """Save the histories of finished runs for the replay test."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for handle in self.started:
+            history = await handle.fetch_history()
+            last = history.events[-1]
+            if last.HasField("workflow_execution_completed_event_attributes"):
+                (folder / f"{handle.id}.json").write_text(history.to_json())
+
+    # ---- reading what the run left in the database
+    def refund(self, refund_id: str) -> RefundRow:
+        with session_scope(self.engine, readonly=True) as s:
+            row = s.get(RefundRow, refund_id)
+            assert row is not None, f"no refund row {refund_id}"
+            return row
+
+    def outbox(self, refund_id: str, channel: str | None = None) -> list[OutboxRow]:
+        with session_scope(self.engine, readonly=True) as s:
+            stmt = select(OutboxRow).where(OutboxRow.refund_id == refund_id)
+            if channel:
+                stmt = stmt.where(OutboxRow.channel == channel)
+            return list(s.exec(stmt.order_by(col(OutboxRow.id))).all())
+
+    def templates(self, refund_id: str, channel: str = "customer") -> list[str]:
+        return [row.template for row in self.outbox(refund_id, channel)]
+
+    def audit(self, refund_id: str) -> list[AuditEventRow]:
+        with session_scope(self.engine, readonly=True) as s:
+            stmt = select(AuditEventRow).where(AuditEventRow.refund_id == refund_id)
+            return list(s.exec(stmt.order_by(col(AuditEventRow.id))).all())
+
+    def audit_kinds(self, refund_id: str) -> list[str]:
+        return [row.kind for row in self.audit(refund_id)]
+
+    def payouts(self, refund_id: str) -> list[PayoutRow]:
+        with session_scope(self.engine, readonly=True) as s:
+            stmt = select(PayoutRow).where(PayoutRow.refund_id == refund_id)
+            return list(s.exec(stmt.order_by(col(PayoutRow.id))).all())
+
+    def reservations(self, refund_id: str) -> list[ReservationRow]:
+        with session_scope(self.engine, readonly=True) as s:
+            stmt = select(ReservationRow).where(ReservationRow.refund_id == refund_id)
+            return list(s.exec(stmt).all())
+
+    def tender(self, payment_id: str) -> TenderBalanceRow:
+        with session_scope(self.engine, readonly=True) as s:
+            stmt = select(TenderBalanceRow).where(TenderBalanceRow.payment_id == payment_id)
+            row = s.exec(stmt).first()
+            assert row is not None
+            return row
+
+
+def payment(
+    pid: str, method: str, captured: int, now: datetime, currency: str = "CNY"
+) -> dict[str, Any]:
+    return {
+        "payment_id": pid,
+        "method": method,
+        "provider_txn_id": f"txn-{pid}",
+        "captured": captured,
+        "currency": currency,
+        "paid_at": (now - timedelta(days=2)).isoformat(),
+    }
+
+
+@pytest.fixture
+async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    url = f"sqlite:///{tmp_path / 'refundflow.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_scope(engine) as s:
+        upsert_merchant(s, merchant_id=MERCHANT, name="Test shop")
+        for name in APPROVERS:
+            create_api_key(s, merchant_id=MERCHANT, name=name, role="approver")
+    sandbox = SandboxGateway(path=tmp_path / "sandbox.db", settle_after_queries=1)
+    gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
+    gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
+    activities = RefundActivities(engine, gateways)
+    task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
+    async with build_worker(env.client, activities, task_queue=task_queue):
+        stack = Stack(env=env, engine=engine, sandbox=sandbox, task_queue=task_queue)
+        try:
+            yield stack
+            if os.environ.get("REFUNDFLOW_RECORD_HISTORIES"):
+                await stack.record_histories(Path(__file__).parent / "histories")
+        finally:
+            # A run left open by a failed test would hold the shared server's clock: its
+            # pending activities have no worker once this one stops.
+            await stack.terminate_open_runs()
+    engine.dispose()
+
+
+def approver_keys(engine: Engine) -> list[ApiKeyRow]:
+    with session_scope(engine, readonly=True) as s:
+        return list(s.exec(select(ApiKeyRow)).all())
