@@ -257,27 +257,27 @@ _OUTCOME_MESSAGE = {
 }
 
 
+def _presale_plan(order: OrderSnapshot, policy: Policy, as_of: datetime) -> tuple[bool, bool]:
+    """(supplier check needed, a person must approve) for a presale order not yet shipped."""
+    presale = order.presale
+    # Once the goods have left, there is no production left to cancel: an ordinary refund.
+    if presale is None or order.status is not OrderStatus.PAID:
+        return False, False
+    # Production under way (or of unknown start) means the supplier may charge a fee or refuse,
+    # so a person looks at it however small the amount.
+    starts = presale.production_starts_on
+    in_production = starts is None or starts <= as_of.date()
+    supplier_check = in_production or not policy.presale.free_cancel_before_production
+    return supplier_check, in_production
+
+
 def _accept(
     order: OrderSnapshot, request: RefundRequest, policy: Policy, as_of: datetime, quote: Quote
 ) -> ReviewDecision:
     currency = order.currency
-    presale = order.presale
-    # Production under way (or of unknown start) means the supplier may charge a fee and may
-    # refuse: a person looks at it, however small the amount.
-    in_production = presale is not None and (
-        presale.production_starts_on is None or presale.production_starts_on <= as_of.date()
-    )
-    # Once the goods have left, there is no production left to cancel.
-    before_shipping = order.status is OrderStatus.PAID
-    supplier_check = (
-        presale is not None
-        and before_shipping
-        and (in_production or not policy.presale.free_cancel_before_production)
-    )
+    supplier_check, person_needed = _presale_plan(order, policy, as_of)
     large = quote.total > policy.limit("single_approver_max", currency)
-    if quote.total <= policy.limit("auto_approve_max", currency) and not (
-        in_production and before_shipping
-    ):
+    if quote.total <= policy.limit("auto_approve_max", currency) and not person_needed:
         outcome, approvers = ReviewOutcome.AUTO_APPROVE, 0
     else:
         outcome, approvers = ReviewOutcome.NEEDS_APPROVAL, 2 if large else 1
@@ -285,7 +285,7 @@ def _accept(
     tags = [
         tag
         for tag, on in (
-            (Tag.PRESALE, presale is not None),
+            (Tag.PRESALE, order.presale is not None),
             (Tag.LARGE, large),
             (Tag.INTERNATIONAL, quote.fx is not None),
             (Tag.INSTALLMENTS, quote.installments > 1),

@@ -149,6 +149,9 @@ class Stack:
                 break
             await self.env.sleep(step)
             step = min(step * 2, timedelta(hours=6))
+        else:
+            state = await handle.query(RefundWorkflow.view)
+            raise AssertionError(f"{handle.id} still {state.status} after skipping months")
         with self.env.auto_time_skipping_disabled():
             return await handle.result()
 
