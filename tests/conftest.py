@@ -1,6 +1,14 @@
 import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from refundflow.workflows.testing import register_search_attributes
 
 # CI machines are noisy: no per-example deadline, and a fixed example budget so runs are
 # comparable. `HYPOTHESIS_PROFILE=thorough` digs deeper locally.
@@ -11,3 +19,15 @@ settings.register_profile(
     "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping test server for the session (tests using it run one at a time)."""
+    server = Path(sys.executable).parent / "temporal-test-server"
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(server), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()

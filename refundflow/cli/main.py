@@ -79,6 +79,17 @@ def worker() -> None:
     run_worker()
 
 
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    uvicorn.run("refundflow.api.app:create_app", factory=True, host=host, port=port)
+
+
 @policy_app.command("check")
 def policy_check(path: Path) -> None:
     """Validate a policy YAML file and print it with every default filled in."""

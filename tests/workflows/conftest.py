@@ -5,7 +5,6 @@ activities."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.activities.contracts import RefundWorkflowInput
@@ -43,21 +41,9 @@ from refundflow.gateways.sandbox import SandboxGateway
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund
 from refundflow.workflows.refund import RefundWorkflow
-from refundflow.workflows.testing import register_search_attributes
 
 MERCHANT = "shop-1"
 APPROVERS = ("alice", "bob", "carol")
-
-
-@pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    server = Path(sys.executable).parent / "temporal-test-server"
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(server), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""The FastAPI application: ``uvicorn refundflow.api.app:app`` or ``refundflow api``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine, text
+from temporalio.client import Client
+
+from refundflow.api import errors, metrics
+from refundflow.api.routers import admin, orders, refunds, webhooks
+from refundflow.db.engine import make_engine
+from refundflow.domain.orders import PaymentMethod
+from refundflow.gateways.registry import build_gateways
+from refundflow.settings import Settings, get_settings
+from refundflow.worker import connect
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    temporal: Client | None = None,
+) -> FastAPI:
+    """Build the app. Tests pass their own engine and Temporal client; otherwise both are made
+    from settings once, in the lifespan, and reused by every request."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        app.state.engine = engine or make_engine(settings.resolved_database_url)
+        gateways = build_gateways(settings, app.state.engine)
+        app.state.webhook_gateways = {"sandbox": gateways[PaymentMethod.CARD]}
+        app.state.temporal = temporal
+        if temporal is None:
+            try:
+                app.state.temporal = await connect(settings)
+            except RuntimeError:
+                app.state.temporal = None  # /readyz says so; write routes answer 503
+        yield
+        if own_engine:
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="refundflow",
+        version="0.1.0",
+        description="Every order refund as a durable Temporal workflow.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if engine is not None:  # tests wire their own parts; the lifespan makes the rest
+        app.state.engine = engine
+        app.state.temporal = temporal
+        app.state.webhook_gateways = {}
+    errors.install(app)
+    metrics.install(app)
+    for router in (orders.router, refunds.router, admin.router, webhooks.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> dict[str, str]:
+        """The database and Temporal both answer."""
+        checks = {"database": "ok", "temporal": "ok"}
+        try:
+            with app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means "not ready", with the reason
+            checks["database"] = f"error: {exc}"
+        client: Client | None = app.state.temporal
+        try:
+            if client is None or not await client.service_client.check_health():
+                checks["temporal"] = "unreachable"
+        except Exception as exc:
+            checks["temporal"] = f"error: {exc}"
+        if any(v != "ok" for v in checks.values()):
+            raise errors.ApiError(
+                503, "not_ready", "; ".join(f"{k}: {v}" for k, v in checks.items())
+            )
+        return checks
+
+    return app

@@ -1,0 +1,87 @@
+"""Dependencies: database session, the caller's API key, the Temporal client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+
+from refundflow.api.errors import ApiError
+from refundflow.db.engine import new_session
+from refundflow.db.repository import verify_api_key
+from refundflow.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    with new_session(engine) as session:
+        yield session
+
+
+def get_temporal(request: Request) -> Client:
+    client: Client | None = request.app.state.temporal
+    if client is None:
+        raise ApiError(503, "temporal_unavailable", "the workflow service is not connected yet")
+    return client
+
+
+def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    # On SQLite a writing session holds the database's write lock from its first statement;
+    # routes that only read, and then wait on a workflow that writes, must not hold it.
+    with new_session(engine, readonly=True) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+class Principal(BaseModel):
+    """Who is calling: one API key, one merchant, one role. ``name`` is the person or system
+    the key belongs to; approvals and requests are attributed to it, never to a body field."""
+
+    key_id: str
+    merchant_id: str
+    role: str
+    name: str
+
+
+def get_principal(
+    engine: Annotated[Engine, Depends(get_engine)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
+    with new_session(engine, readonly=True) as session:
+        row = verify_api_key(session, token=authorization[7:].strip())
+    if row is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+    return Principal(key_id=row.key_id, merchant_id=row.merchant_id, role=row.role, name=row.name)
+
+
+def require(*roles: str) -> Callable[..., Principal]:
+    """A dependency admitting keys with one of ``roles`` (admin is always admitted)."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role != "admin" and principal.role not in roles:
+            allowed = ", ".join(roles)
+            raise ApiError(403, "forbidden", f"role {principal.role} may not do this ({allowed})")
+        return principal
+
+    return check

@@ -1,0 +1,145 @@
+"""The API through its ASGI app, against the session's Temporal test server, a worker with the
+real activities, and each database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from refundflow.activities.refund import RefundActivities
+from refundflow.api.app import create_app
+from refundflow.db.engine import make_engine, session_scope
+from refundflow.db.models import IdempotencyKeyRow
+from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.domain.orders import PaymentMethod
+from refundflow.gateways.balance import BalanceGateway
+from refundflow.gateways.sandbox import SandboxGateway
+from refundflow.settings import Settings
+from refundflow.worker import build_worker
+from refundflow.workflows.client import workflow_id
+from tests.db.conftest import db_url, postgres_problem  # noqa: F401  (fixtures)
+
+ROLES = ("client", "approver", "warehouse", "ops", "admin")
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    env: WorkflowEnvironment
+    engine: Engine
+    sandbox: SandboxGateway
+    keys: dict[str, str] = field(default_factory=dict)
+    merchant: str = "shop-a"
+    """role -> token for merchant A ("client-b" for merchant B; "approver2" a second approver)."""
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+    async def call(self, who: str | None, method: str, url: str, **kw: Any) -> httpx.Response:
+        headers = {**kw.pop("headers", {}), **(self.auth(who) if who else {})}
+        return await self.http.request(method, url, headers=headers, **kw)
+
+    async def put_order(
+        self, order_id: str = "o-1", who: str = "client", **overrides: Any
+    ) -> httpx.Response:
+        now = await self.env.get_current_time()
+        body: dict[str, Any] = {
+            "channel": "own_store",
+            "customer_id": "cust-1",
+            "country": "CN",
+            "currency": "CNY",
+            "placed_at": (now - timedelta(days=2)).isoformat(),
+            "status": "DELIVERED",
+            "delivered_at": (now - timedelta(days=1)).isoformat(),
+            "lines": [{"line_id": "l1", "sku": "MUG", "quantity": 2, "unit_price": 4000}],
+            "payments": [
+                {
+                    "payment_id": "p1",
+                    "method": "alipay",
+                    "provider_txn_id": "t1",
+                    "captured": 8000,
+                    "currency": "CNY",
+                    "paid_at": (now - timedelta(days=2)).isoformat(),
+                }
+            ],
+        }
+        body.update(overrides)
+        return await self.call(who, "PUT", f"/v1/orders/{order_id}", json=body)
+
+    async def finish(self, refund_id: str) -> str:
+        """Skip time until the refund's run ends; its final status."""
+        handle = self.env.client.get_workflow_handle(workflow_id(refund_id))
+        step = timedelta(minutes=1)
+        for _ in range(60):  # about twelve days of workflow time
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                break
+            await self.env.sleep(step)
+            step = min(step * 2, timedelta(hours=6))
+        response = await self.call("client", "GET", f"/v1/refunds/{refund_id}")
+        return str(response.json()["status"])
+
+
+@pytest.fixture
+async def api(env: WorkflowEnvironment, db_url: str, tmp_path: Path) -> AsyncIterator[Api]:  # noqa: F811
+    engine = make_engine(db_url)
+    keys: dict[str, str] = {}
+    # Unique per test: refund ids derive from merchant and idempotency key, and the Temporal
+    # server is shared by the whole session.
+    merchant, other = f"shop-a-{uuid.uuid4().hex[:6]}", f"shop-b-{uuid.uuid4().hex[:6]}"
+    with session_scope(engine) as s:
+        upsert_merchant(s, merchant_id=merchant)
+        upsert_merchant(s, merchant_id=other)
+        for role in ROLES:
+            _, keys[role] = create_api_key(s, merchant_id=merchant, name=f"{role}-1", role=role)
+        _, keys["approver2"] = create_api_key(
+            s, merchant_id=merchant, name="approver-2", role="approver"
+        )
+        _, keys["client-b"] = create_api_key(s, merchant_id=other, name="client-b", role="client")
+        _, keys["approver-b"] = create_api_key(
+            s, merchant_id=other, name="approver-b", role="approver"
+        )
+    sandbox = SandboxGateway(path=tmp_path / "sandbox.db", settle_after_queries=1)
+    gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
+    gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
+    queue = f"api-{uuid.uuid4().hex[:8]}"
+    settings = Settings(database_url=db_url, task_queue=queue, data_dir=tmp_path)
+    app = create_app(settings, engine=engine, temporal=env.client)
+    app.state.webhook_gateways = {"sandbox": sandbox}
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        build_worker(env.client, RefundActivities(engine, gateways), task_queue=queue),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+    ):
+        try:
+            yield Api(
+                http=http, env=env, engine=engine, sandbox=sandbox, keys=keys, merchant=merchant
+            )
+        finally:
+            await _terminate_open_runs(env, engine)
+    engine.dispose()
+
+
+async def _terminate_open_runs(env: WorkflowEnvironment, engine: Engine) -> None:
+    """A run left open by a failed test would stall the shared server's clock."""
+    with session_scope(engine, readonly=True) as s:
+        ids = {r for r in s.exec(select(IdempotencyKeyRow.refund_id)).all() if r}
+    for refund_id in ids:
+        handle = env.client.get_workflow_handle(workflow_id(refund_id))
+        try:
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test finished")
+        except RPCError:
+            continue
