@@ -509,7 +509,7 @@ def _guards(dialect: str) -> list[str]:
         return _sqlite_guards()
     if dialect == "postgresql":
         return _postgres_guards()
-    raise NotImplementedError(f"no guard triggers written for {dialect}")
+    raise RuntimeError(f"refundflow supports SQLite and PostgreSQL, not {dialect}")
 
 
 def upgrade() -> None:
