@@ -116,9 +116,9 @@ def compute_quote(
     )
 
 
-def _check_inputs(
-    order: OrderSnapshot, request: RefundRequest, deductions: Sequence[Deduction]
-) -> None:
+def check_request(order: OrderSnapshot, request: RefundRequest) -> None:
+    """Raise for a request that does not fit its order: another order, another currency, or
+    a line the order does not have. Bad input, never a rejection."""
     if request.order_id != order.order_id:
         raise InvalidInput(
             f"request is for order {request.order_id}, not {order.order_id}", code="order_mismatch"
@@ -127,14 +127,24 @@ def _check_inputs(
         raise CurrencyMismatch(
             f"request currency {request.currency} differs from order currency {order.currency}"
         )
+    _check_lines(order, [item.line_id for item in request.items])
+
+
+def _check_inputs(
+    order: OrderSnapshot, request: RefundRequest, deductions: Sequence[Deduction]
+) -> None:
+    check_request(order, request)
     for pay in order.payments:
         if pay.currency != order.currency:
             raise CurrencyMismatch(
                 f"payment {pay.payment_id} is in {pay.currency}, order in {order.currency}"
             )
+    _check_lines(order, [d.line_id for d in deductions if d.line_id])
+
+
+def _check_lines(order: OrderSnapshot, line_ids: Sequence[str]) -> None:
     known = {ln.line_id for ln in order.lines}
-    named = [item.line_id for item in request.items] + [d.line_id for d in deductions if d.line_id]
-    for line_id in named:
+    for line_id in line_ids:
         if line_id not in known:
             raise UnknownLine(f"order {order.order_id} has no line {line_id!r}", line_id=line_id)
 

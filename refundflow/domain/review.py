@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from refundflow.domain.calculation import compute_quote
-from refundflow.domain.errors import CurrencyMismatch, InvalidInput, OverRefund, UnknownLine
+from refundflow.domain.calculation import check_request, compute_quote
+from refundflow.domain.errors import OverRefund
 from refundflow.domain.messages import LOCALES, join, render
 from refundflow.domain.money import FxRate, Money
 from refundflow.domain.orders import OrderSnapshot, OrderStatus, RefundReason, RefundRequest
@@ -92,7 +92,7 @@ def review(
     deductions: Sequence[Deduction] = (),
     fx_rate: FxRate | None = None,
 ) -> ReviewDecision:
-    _check_request(order, request)
+    check_request(order, request)  # bad input is raised, never hidden behind a rejection
     findings = [
         *_window(order, request, policy, as_of),
         *_status(order, request, policy),
@@ -121,23 +121,6 @@ def review(
         return _reject(findings, quote)
     assert quote is not None  # no findings means the payments were consistent
     return _accept(order, request, policy, as_of, quote)
-
-
-def _check_request(order: OrderSnapshot, request: RefundRequest) -> None:
-    """Raise for bad input up front, so it is never hidden behind a rejection."""
-    if request.order_id != order.order_id:
-        raise InvalidInput(
-            f"request is for order {request.order_id}, not {order.order_id}", code="order_mismatch"
-        )
-    if request.currency is not None and request.currency != order.currency:
-        raise CurrencyMismatch(
-            f"request currency {request.currency} differs from order currency {order.currency}"
-        )
-    for item in request.items:
-        if order.line(item.line_id) is None:
-            raise UnknownLine(
-                f"order {order.order_id} has no line {item.line_id!r}", line_id=item.line_id
-            )
 
 
 def _aware(moment: datetime) -> datetime:
