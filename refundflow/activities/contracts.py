@@ -12,11 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from refundflow.domain.money import FxRate
-from refundflow.domain.orders import BankAccount, OrderSnapshot, PaymentMethod, RefundRequest
+from refundflow.domain.orders import BankAccount, OrderSnapshot, RefundRequest
 from refundflow.domain.policy import Policy
 from refundflow.domain.quote import PriorRefund, Quote
 from refundflow.domain.states import ApprovalRecord, PayoutRecord, RefundStatus, Stage
-from refundflow.gateways.base import PayoutResult
+from refundflow.gateways.base import PayoutInstruction, PayoutResult
 
 __all__ = ["PayoutResult"]  # activities return the gateway's result model as is
 
@@ -125,13 +125,28 @@ class PayoutCall(BaseModel):
     record: PayoutRecord
     original_txn_id: str = ""
     original_amount: int = 0
+    original_paid_at: datetime | None = None
     bank_account: BankAccount | None = None
     reason: str = ""
 
-
-class QueryPayoutInput(BaseModel):
-    payout_key: str
-    route: PaymentMethod
+    def instruction(self) -> PayoutInstruction:
+        """What the gateway is asked to pay (or asked about), under the record's key."""
+        r = self.record
+        return PayoutInstruction(
+            payout_key=r.key,
+            refund_id=self.refund_id,
+            merchant_id=self.merchant_id,
+            customer_id=self.customer_id,
+            route=r.route,
+            amount=r.payout_amount,
+            currency=r.payout_currency,
+            original_txn_id=self.original_txn_id,
+            original_amount=self.original_amount,
+            original_paid_at=self.original_paid_at,
+            bank_account=r.bank_account,
+            reason=self.reason,
+            provider_ref=r.provider_ref,
+        )
 
 
 class RecordPayoutInput(BaseModel):

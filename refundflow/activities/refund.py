@@ -50,7 +50,6 @@ from refundflow.gateways.base import (
     Gateway,
     GatewayError,
     GatewayTimeout,
-    PayoutInstruction,
     PayoutResult,
 )
 from refundflow.settings import Settings
@@ -287,26 +286,13 @@ class RefundActivities:
     # ----------------------------------------------------------------- gateways
     @activity.defn(name=c.SEND_PAYOUT)
     async def send_payout(self, call: c.PayoutCall) -> PayoutResult:
-        r = call.record
-        gateway = self._gateway(r.route)
+        instruction = call.instruction()
+        gateway = self._gateway(instruction.route)
         if activity.info().attempt > 1:
             # An earlier attempt may have reached the provider: ask before sending again.
-            known = await gateway.query(r.key)
+            known = await gateway.query(instruction)
             if known.status is not PayoutStatus.NOT_FOUND:
                 return known
-        instruction = PayoutInstruction(
-            payout_key=r.key,
-            refund_id=call.refund_id,
-            merchant_id=call.merchant_id,
-            customer_id=call.customer_id,
-            route=r.route,
-            amount=r.payout_amount,
-            currency=r.payout_currency,
-            original_txn_id=call.original_txn_id,
-            original_amount=call.original_amount,
-            bank_account=r.bank_account,
-            reason=call.reason,
-        )
         try:
             return await gateway.refund(instruction)
         except GatewayTimeout as exc:
@@ -315,8 +301,8 @@ class RefundActivities:
             raise ApplicationError(f"provider refused for now: {exc}", type="GatewayError") from exc
 
     @activity.defn(name=c.QUERY_PAYOUT)
-    async def query_payout(self, inp: c.QueryPayoutInput) -> PayoutResult:
-        return await self._gateway(inp.route).query(inp.payout_key)
+    async def query_payout(self, call: c.PayoutCall) -> PayoutResult:
+        return await self._gateway(call.record.route).query(call.instruction())
 
     def _gateway(self, route: PaymentMethod) -> Gateway:
         gateway = self.gateways.get(route)

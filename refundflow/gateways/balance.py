@@ -35,8 +35,8 @@ class BalanceGateway:
     async def refund(self, instruction: PayoutInstruction) -> PayoutResult:
         return await asyncio.to_thread(self._refund, instruction)
 
-    async def query(self, payout_key: str) -> PayoutResult:
-        return await asyncio.to_thread(self._query, payout_key)
+    async def query(self, instruction: PayoutInstruction) -> PayoutResult:
+        return await asyncio.to_thread(self._query, instruction.payout_key)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> PayoutEvent:
         raise ValueError("the store balance sends no webhooks")

@@ -30,6 +30,9 @@ class PayoutInstruction(BaseModel):
     original_amount: int = 0
     bank_account: BankAccount | None = None
     reason: str = ""
+    provider_ref: str = ""
+    """The provider's id of this refund, once an earlier answer gave it (for queries)."""
+    original_paid_at: datetime | None = None
 
 
 class PayoutResult(BaseModel):
@@ -61,8 +64,10 @@ class Gateway(Protocol):
         """Send the refund. Raises GatewayError (retryable) or GatewayTimeout (unknown)."""
         ...
 
-    async def query(self, payout_key: str) -> PayoutResult:
-        """The provider's current view of the refund under this key (NOT_FOUND if none)."""
+    async def query(self, instruction: PayoutInstruction) -> PayoutResult:
+        """The provider's current view of the refund under this instruction's key (NOT_FOUND
+        only when the provider says there is none). It takes the whole instruction because
+        several providers look a refund up by the payment as well as by our key."""
         ...
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> PayoutEvent:

@@ -133,8 +133,10 @@ class SandboxGateway:
             raise outcome
         return outcome
 
-    async def query(self, payout_key: str) -> PayoutResult:
-        result, event = await asyncio.to_thread(self._query, payout_key)
+    async def query(self, instruction: PayoutInstruction | str) -> PayoutResult:
+        """Takes the instruction like every gateway, or just the key (test convenience)."""
+        key = instruction if isinstance(instruction, str) else instruction.payout_key
+        result, event = await asyncio.to_thread(self._query, key)
         if event is not None:
             await self._deliver(event)
         return result

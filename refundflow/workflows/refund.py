@@ -522,20 +522,25 @@ class RefundWorkflow:
         await self._transition(STAGE_STATUS[self.s.stage], "resumed", note, actor=action.actor)
 
     # ------------------------------------------------------------- payouts
-    async def _send(self, record: PayoutRecord) -> PayoutStatus:
+    def _payout_call(self, record: PayoutRecord) -> c.PayoutCall:
         order = self.context.order
         charges = self._charges(record)
         tender = order.payment(next(iter(charges), "")) if charges else None
-        call = c.PayoutCall(
+        return c.PayoutCall(
             refund_id=self.s.refund_id,
             merchant_id=order.merchant_id,
             customer_id=order.customer_id,
             record=record,
             original_txn_id=tender.provider_txn_id if tender else "",
             original_amount=tender.captured if tender else 0,
+            original_paid_at=tender.paid_at if tender else None,
             bank_account=record.bank_account,
             reason=self.inp.request.reason.value,
         )
+
+    async def _send(self, record: PayoutRecord) -> PayoutStatus:
+        order = self.context.order
+        call = self._payout_call(record)
         await self._save_payout(record, c.REGISTER_PAYOUT)
         try:
             result = await workflow.execute_activity(
@@ -686,7 +691,7 @@ class RefundWorkflow:
                 continue
             result = await workflow.execute_activity(
                 c.QUERY_PAYOUT,
-                c.QueryPayoutInput(payout_key=record.key, route=record.route),
+                self._payout_call(record),
                 result_type=c.PayoutResult,
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=_GATEWAY_RETRY,
