@@ -18,8 +18,8 @@ from starlette.types import ASGIApp
 from refundflow.gateways.simulators.core import (
     FAILED,
     PROCESSING,
-    RefundOutcome,
     SUCCESS,
+    RefundOutcome,
     SimLedger,
     SimPayment,
     SimRefund,
