@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +18,11 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "refunds"
+    providers: dict[str, dict[str, Any]] = {}
+    """Real provider adapters by name (``alipay``, ``wechat``, ``stripe``, ``paypal``,
+    ``bank_transfer``), each with its adapter's config, e.g. ``REFUNDFLOW_PROVIDERS='{"stripe":
+    {"base_url": "https://api.stripe.com", "api_key": "sk_live_..."}}'``. A route whose provider
+    is not configured pays through the sandbox simulator."""
 
     @property
     def resolved_database_url(self) -> str:

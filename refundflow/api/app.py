@@ -12,8 +12,7 @@ from temporalio.client import Client
 from refundflow.api import errors, metrics
 from refundflow.api.routers import admin, orders, refunds, webhooks
 from refundflow.db.engine import make_engine
-from refundflow.domain.orders import PaymentMethod
-from refundflow.gateways.registry import build_gateways
+from refundflow.gateways.registry import build_gateways, webhook_gateways
 from refundflow.settings import Settings, get_settings
 from refundflow.worker import connect
 
@@ -32,8 +31,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         app.state.engine = engine or make_engine(settings.resolved_database_url)
-        gateways = build_gateways(settings, app.state.engine)
-        app.state.webhook_gateways = {"sandbox": gateways[PaymentMethod.CARD]}
+        app.state.webhook_gateways = webhook_gateways(build_gateways(settings, app.state.engine))
         app.state.temporal = temporal
         if temporal is None:
             try:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from refundflow.cli import remote
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import format_minor, to_major
@@ -22,8 +23,14 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Refund policy documents.", no_args_is_help=True)
 db_app = typer.Typer(help="The refundflow database.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (run where the database is).", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(remote.refunds_app, name="refunds")
+app.add_typer(remote.ops_app, name="ops")
+app.command()(remote.approve)
+app.command()(remote.reject)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -69,6 +76,74 @@ def db_upgrade() -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(url)
     console.print(f"database at revision [bold]{current(url)}[/bold]")
+
+
+@keys_app.command("create")
+def keys_create(
+    merchant: Annotated[str, typer.Option(help="The merchant the key acts for.")],
+    role: Annotated[
+        str, typer.Option(help="client, approver, warehouse, ops or admin.")
+    ] = "client",
+    name: Annotated[
+        str, typer.Option(help="Who holds it; an approver's name is their approver id.")
+    ] = "",
+    create_merchant: Annotated[
+        bool, typer.Option(help="Create the merchant if it does not exist yet.")
+    ] = False,
+) -> None:
+    """Create an API key and print its secret, once (only a hash is stored)."""
+    from refundflow.db.engine import make_engine, session_scope
+    from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant
+    from refundflow.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url)
+    try:
+        with session_scope(engine) as s:
+            if create_merchant and get_merchant(s, merchant_id=merchant) is None:
+                upsert_merchant(s, merchant_id=merchant)
+            row, token = create_api_key(s, merchant_id=merchant, name=name or role, role=role)
+    except DomainError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    err_console.print(f"key {row.key_id}: role {role}, merchant {merchant}, name {row.name}")
+    console.print(token)
+
+
+@app.command()
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where all dev state lives.")] = Path("data"),
+    host: Annotated[str, typer.Option(help="Interface for every service.")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="HTTP API port.")] = 8000,
+    temporal_port: Annotated[int, typer.Option(help="Temporal gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
+    sim_port: Annotated[int, typer.Option(help="Provider simulators port.")] = 8090,
+    merchant: Annotated[str, typer.Option(help="The merchant of the admin key.")] = "demo",
+) -> None:
+    """Run the whole stack: Temporal dev server (Web UI), worker, API, provider simulators."""
+    from refundflow.cli.dev import DevPorts, run_dev
+
+    ports = DevPorts(api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port)
+    run_dev(data_dir, ports, host, merchant)
+
+
+@app.command()
+def demo(
+    api_url: remote.ApiUrl = remote.DEFAULT_URL,
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            envvar="REFUNDFLOW_API_KEY",
+            help="Admin key; read from the dev data folder when omitted.",
+        ),
+    ] = "",
+    data_dir: Annotated[Path, typer.Option(help="The dev stack's data folder.")] = Path("data"),
+) -> None:
+    """Load sample orders into a running dev stack and start one refund per scenario."""
+    from refundflow.cli.demo import run_demo
+
+    run_demo(api_url, key, data_dir)
 
 
 @app.command()

@@ -584,6 +584,11 @@ class SimulatorHost:
     def base_url(self, name: str) -> str:
         return f"{self.url}/{name}"
 
+    @property
+    def ready(self) -> bool:
+        """Listening, with every simulator told its URL."""
+        return self._ready.is_set() and self._failure is None
+
     def start(self) -> None:
         """Serve in a background thread (tests); returns once the port is listening."""
         self._thread = threading.Thread(target=self._run_thread, name="simulators", daemon=True)

@@ -1,0 +1,162 @@
+"""``refundflow demo``: sample orders and one refund per scenario, started through the API of a
+running dev stack, so a newcomer can follow each in the Temporal UI and over HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from refundflow.cli.dev import ADMIN_KEY_FILE
+from refundflow.cli.remote import Api, _die
+
+console = Console()
+
+
+def _order(
+    *,
+    method: str,
+    amount: int,
+    currency: str = "CNY",
+    country: str = "CN",
+    status: str = "PAID",
+    days_ago: int = 3,
+    sku: str = "TEA-SET",
+    **extra: Any,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    placed = now - timedelta(days=days_ago)
+    return {
+        "channel": "own_store",
+        "customer_id": f"cust-{uuid.uuid4().hex[:6]}",
+        "country": country,
+        "currency": currency,
+        "placed_at": placed.isoformat(),
+        "status": status,
+        **(
+            {"delivered_at": (now - timedelta(days=1)).isoformat()} if status == "DELIVERED" else {}
+        ),
+        "lines": [{"line_id": "l1", "sku": sku, "quantity": 1, "unit_price": amount}],
+        "payments": [
+            {
+                "payment_id": "p1",
+                "method": method,
+                "provider_txn_id": f"{method}-{uuid.uuid4().hex[:16]}",
+                "captured": amount,
+                "currency": currency,
+                "paid_at": placed.isoformat(),
+            }
+        ],
+        **extra,
+    }
+
+
+def scenarios() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(name, what to look for, order, refund request) for each scenario of the demo."""
+    today = datetime.now(UTC).date()
+    presale = {
+        "supplier_ref": "SUP-7",
+        "expected_ship_date": (today + timedelta(days=20)).isoformat(),
+        "production_starts_on": (today - timedelta(days=2)).isoformat(),
+    }
+    everything = {"items": [{"line_id": "l1", "quantity": 1}]}
+    zh = {"contact": {"email": "buyer@example.com", "locale": "zh-CN"}}
+    return [
+        (
+            "auto",
+            "approved by policy, paid by Alipay, waits for the funds to arrive",
+            _order(method="alipay", amount=5900),
+            {**everything, "reason": "CHANGED_MIND", **zh},
+        ),
+        (
+            "approval",
+            "above the auto-approve limit: waits for one approver",
+            _order(method="wechat", amount=89900),
+            {**everything, "reason": "CHANGED_MIND", **zh},
+        ),
+        (
+            "large",
+            "two approvers, customer confirmation, then three installments by card",
+            _order(method="card", amount=2_600_000, sku="SOFA"),
+            {**everything, "reason": "NOT_AS_DESCRIBED"},
+        ),
+        (
+            "presale",
+            "in production: waits for the supplier's answer and fee",
+            _order(method="alipay", amount=45000, presale=presale, sku="PRESALE-LAMP"),
+            {**everything, "reason": "PRESALE_CANCEL", **zh},
+        ),
+        (
+            "return",
+            "damaged on delivery: waits for the goods to come back and be inspected",
+            _order(method="wechat", amount=12800, status="DELIVERED"),
+            {**everything, "reason": "DAMAGED", **zh},
+        ),
+        (
+            "international",
+            "a US customer paid in USD through PayPal",
+            _order(method="paypal", amount=12000, currency="USD", country="US"),
+            {**everything, "reason": "CHANGED_MIND", "contact": {"email": "b@example.com"}},
+        ),
+        (
+            "delayed",
+            "paid by bank transfer, which the bank does not confirm: a delay notice follows",
+            _order(method="bank_transfer", amount=15000),
+            {
+                **everything,
+                "reason": "CHANGED_MIND",
+                "destination": {
+                    "kind": "BANK_TRANSFER",
+                    "bank_account": {
+                        "holder_name": "Li Lei",
+                        "account_number": "6222020200112233",
+                        "bank_name": "ICBC",
+                        "bank_code": "ICBKCNBJ",
+                        "country": "CN",
+                        "currency": "CNY",
+                    },
+                },
+                **zh,
+            },
+        ),
+    ]
+
+
+def run_demo(api_url: str, key: str, data_dir: Path) -> None:
+    if not key:
+        path = data_dir / ADMIN_KEY_FILE
+        if not path.exists():
+            _die("missing_key", f"no --key and no {path}: is `refundflow dev` running?")
+        key = path.read_text().strip()
+    api = Api(api_url, key)
+    run = uuid.uuid4().hex[:6]
+    started: list[tuple[str, str, str]] = []
+    for name, what, order, request in scenarios():
+        order_id = f"demo-{run}-{name}"
+        api.call("PUT", f"/v1/orders/{order_id}", json=order)
+        refund = api.call(
+            "POST",
+            "/v1/refunds",
+            json={"order_id": order_id, **request},
+            headers={"Idempotency-Key": f"demo-{run}-{name}"},
+        )
+        started.append((name, what, refund["refund_id"]))
+    # A few seconds let the runs reach the stage they wait in.
+    time.sleep(5)
+    table = Table("scenario", "refund", "status", "what happens")
+    table.columns[1].no_wrap = True
+    for name, what, refund_id in started:
+        status = api.call("GET", f"/v1/refunds/{refund_id}")["status"]
+        table.add_row(name, refund_id, status, what)
+    console.print(table)
+    console.print(
+        "Follow them in the Temporal UI (filter: RefundMerchant and RefundStatus), with\n"
+        "`refundflow refunds show <refund>`, and approve with an approver key:\n"
+        "  refundflow keys create --merchant demo --role approver --name alice\n"
+        "  refundflow approve <refund> --key <that key>"
+    )

@@ -1,0 +1,57 @@
+"""Every provider simulator on one port for the dev stack, and the adapter configs that point
+the real adapters at them. Keys and ledgers live under the data folder, so a restart resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from pathlib import Path
+from typing import Any
+
+from refundflow.gateways.simulators.core import Simulator, SimulatorHost
+
+SIMULATORS: dict[str, str] = {}
+"""Provider name -> simulator module (each has ``dev_simulator(data_dir, notify_url=...)``)."""
+
+
+class DevProviders:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int,
+        api_url: str,
+        host: str = "127.0.0.1",
+        settlement: str = "seconds:3",
+    ) -> None:
+        self.sims: dict[str, Simulator] = {}
+        for name, module_name in SIMULATORS.items():
+            module = importlib.import_module(module_name)
+            self.sims[name] = module.dev_simulator(
+                data_dir, notify_url=f"{api_url}/v1/webhooks/{name}", settlement=settlement
+            )
+        self.host = SimulatorHost(list(self.sims.values()), host=host, port=port)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """``Settings.providers`` for adapters that talk to these simulators."""
+        return {
+            name: sim.adapter_config(self.host.base_url(name)).model_dump()  # type: ignore[attr-defined]
+            for name, sim in self.sims.items()
+        }
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.host.serve())
+        while not self.host.ready:
+            if self._task.done():
+                await self._task
+                raise RuntimeError("the simulators stopped at start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,193 @@
+"""`refundflow dev` as a newcomer runs it: a real process on real ports, driven over HTTP and the
+`refundflow` and `temporal` commands; stopped with Ctrl-C and started again on the same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Stack:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.api_port, self.temporal_port, self.ui_port, self.sim_port = _free_ports(4)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / "dev.log"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> None:
+        args = [
+            *(str(BIN / "refundflow"), "dev", "--data-dir", str(self.data_dir)),
+            *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
+            *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
+        ]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the dev stack did not get ready:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+    def cli(self, *args: str) -> str:
+        env = {**os.environ, "REFUNDFLOW_DATA_DIR": str(self.data_dir)}
+        done = subprocess.run(
+            [str(BIN / "refundflow"), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def temporal_list(self, query: str) -> list[dict[str, Any]]:
+        done = subprocess.run(
+            [
+                *(str(BIN / "temporal"), "workflow", "list"),
+                *("--address", f"127.0.0.1:{self.temporal_port}", "--query", query),
+                *("--output", "json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        found: list[dict[str, Any]] = json.loads(done.stdout or "[]")
+        return found
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path / "data")
+    try:
+        yield s
+    finally:
+        if s.process is not None and s.process.poll() is None:
+            s.process.kill()
+            s.process.wait()
+
+
+def _client(stack: Stack, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def _wait_status(http: httpx.Client, refund_id: str, wanted: str, seconds: float = 60) -> None:
+    deadline, status = time.monotonic() + seconds, ""
+    while time.monotonic() < deadline:
+        status = http.get(f"/v1/refunds/{refund_id}").json()["status"]
+        if status == wanted:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{refund_id} stayed {status}, never {wanted}")
+
+
+def _order(method: str, amount: int) -> dict[str, Any]:
+    placed = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    return {
+        "channel": "own_store",
+        "customer_id": "cust-1",
+        "country": "CN",
+        "currency": "CNY",
+        "placed_at": placed,
+        "status": "PAID",
+        "lines": [{"line_id": "l1", "sku": "KETTLE", "quantity": 1, "unit_price": amount}],
+        "payments": [
+            {
+                "payment_id": "p1",
+                "method": method,
+                "provider_txn_id": f"txn-{method}-{amount}",
+                "captured": amount,
+                "currency": "CNY",
+                "paid_at": placed,
+            }
+        ],
+    }
+
+
+def _start_refund(http: httpx.Client, order_id: str, method: str, amount: int) -> str:
+    assert http.put(f"/v1/orders/{order_id}", json=_order(method, amount)).status_code == 200
+    response = http.post(
+        "/v1/refunds",
+        json={
+            "order_id": order_id,
+            "items": [{"line_id": "l1", "quantity": 1}],
+            "reason": "CHANGED_MIND",
+        },
+        headers={"Idempotency-Key": f"smoke-{order_id}"},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["refund_id"])
+
+
+def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack) -> None:
+    stack.start()
+    admin = (stack.data_dir / "admin.key").read_text().strip()
+    approver = stack.cli(
+        "keys", "create", "--merchant", "demo", "--role", "approver", "--name", "alice"
+    ).strip()
+    with _client(stack, admin) as http:
+        refund_id = _start_refund(http, "smoke-1", "alipay", 89900)
+        _wait_status(http, refund_id, "AWAITING_APPROVAL")
+        stack.cli("approve", refund_id, "--key", approver, "--api-url", stack.api_url)
+        # The simulator settles the payout; the customer then says the money arrived.
+        _wait_status(http, refund_id, "AWAITING_FUNDS")
+        assert http.post(f"/v1/refunds/{refund_id}/receipt", json={"received": True}).is_success
+        _wait_status(http, refund_id, "COMPLETED")
+        waiting = _start_refund(http, "smoke-2", "wechat", 99900)
+        _wait_status(http, waiting, "AWAITING_APPROVAL")
+
+    completed = stack.temporal_list("RefundStatus='COMPLETED'")
+    assert f"refund-{refund_id}" in [w["execution"]["workflowId"] for w in completed]
+    assert stack.stop() == 0
+
+    stack.start()
+    assert (stack.data_dir / "admin.key").read_text().strip() == admin  # still valid, reused
+    with _client(stack, admin) as http:
+        assert http.get(f"/v1/refunds/{refund_id}").json()["status"] == "COMPLETED"
+        # The run that was waiting when the stack stopped goes on where it was.
+        stack.cli("approve", waiting, "--key", approver, "--api-url", stack.api_url)
+        _wait_status(http, waiting, "AWAITING_FUNDS")
+    assert f"refund-{refund_id}" in [
+        w["execution"]["workflowId"] for w in stack.temporal_list("RefundStatus='COMPLETED'")
+    ]
+    assert stack.stop() == 0
