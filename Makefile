@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck pytest test clean
+.PHONY: install lint format typecheck pytest test dev demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The whole stack on this machine; data in ./data, so a second `make dev` resumes it.
+dev: $(STAMP)
+	$(BIN)/refundflow dev $(DEV_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/refundflow demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

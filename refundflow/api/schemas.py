@@ -87,6 +87,8 @@ class RefundPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     quote: Quote | None = None
+    quote_fingerprint: str | None = None
+    """What an approver's decision names, so it can only approve the amount they saw."""
     live: dict[str, Any] | None = None
     """The running workflow's own view (approvals, payouts, timeline), when it answers."""
 

@@ -121,19 +121,16 @@ def refunds_show(refund_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = ""
 def _decide(refund_id: str, decision: str, comment: str, api_url: str, key: str) -> None:
     api = Api(api_url, key)
     refund = api.call("GET", f"/v1/refunds/{refund_id}")
-    if not refund.get("quote"):
+    if not refund.get("quote_fingerprint"):
         _die("no_quote", f"refund {refund_id} has no quote to decide on")
     # The fingerprint ties the decision to the amount the approver saw.
-    fingerprint = _fingerprint(refund["quote"])
-    body = {"decision": decision, "quote_fingerprint": fingerprint, "comment": comment}
+    body = {
+        "decision": decision,
+        "quote_fingerprint": refund["quote_fingerprint"],
+        "comment": comment,
+    }
     out = api.call("POST", f"/v1/refunds/{refund_id}/decisions", json=body)
     console.print(f"{decision.lower()}d {refund_id} ({_money(refund)}): {out}")
-
-
-def _fingerprint(quote: dict[str, Any]) -> str:
-    from refundflow.domain.quote import Quote
-
-    return Quote.model_validate(quote).fingerprint()
 
 
 def approve(

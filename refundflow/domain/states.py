@@ -279,12 +279,16 @@ class RefundState(BaseModel):
 _CLOSED_PAYOUT = frozenset({PayoutStatus.SETTLED, PayoutStatus.FAILED_PERMANENT})
 
 
-def refusal_for_decision(state: RefundState, msg: ApprovalDecision) -> Refusal | None:
+def refusal_for_decision(
+    state: RefundState, msg: ApprovalDecision, *, check_roster: bool = True
+) -> Refusal | None:
+    """``check_roster`` compares the approver with the roster loaded at the run's start; a
+    caller that authenticated the approver itself (the API, by key role) skips it."""
     if state.stage is not Stage.APPROVAL or state.status in TERMINAL:
         return Refusal(
             code="wrong_state", message=f"refund is not awaiting approval (status {state.status})"
         )
-    if state.approvers and msg.approver_id not in state.approvers:
+    if check_roster and state.approvers and msg.approver_id not in state.approvers:
         return Refusal(
             code="unknown_approver", message=f"{msg.approver_id} is not an approver here"
         )

@@ -1080,14 +1080,19 @@ class RefundWorkflow:
         got = len(self.s.current_approvals())
         return self._result(f"{got}/{self.s.approvers_required} approvals")
 
+    # The Update is how the API delivers a decision, after authenticating the approver's key
+    # (role and merchant) at the moment of the decision; the roster this run loaded at its
+    # start would miss approvers added since. Raw signals have no such gate: they are checked
+    # against the roster.
     @workflow.update
     async def decide(self, msg: ApprovalDecision) -> MessageResult:
-        self._refuse(refusal_for_decision(self.s, msg))  # again: validators of racing updates
+        # Again: validators of racing updates all ran before either applied.
+        self._refuse(refusal_for_decision(self.s, msg, check_roster=False))
         return await self._apply_decision(msg)
 
     @decide.validator
     def _validate_decide(self, msg: ApprovalDecision) -> None:
-        self._refuse(refusal_for_decision(self.s, msg))
+        self._refuse(refusal_for_decision(self.s, msg, check_roster=False))
 
     @workflow.signal
     async def decide_signal(self, msg: ApprovalDecision) -> None:

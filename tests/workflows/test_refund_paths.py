@@ -196,7 +196,8 @@ async def test_large_refund_needs_two_different_approvers(stack: Stack) -> None:
     self_approval = ApprovalDecision(approver_id="alice", decision="APPROVE", quote_fingerprint=fp)
     assert await refused(handle, RefundWorkflow.decide, self_approval) == "self_approval"
     stranger = ApprovalDecision(approver_id="mallory", decision="APPROVE", quote_fingerprint=fp)
-    assert await refused(handle, RefundWorkflow.decide, stranger) == "unknown_approver"
+    await handle.signal(RefundWorkflow.decide_signal, stranger)  # no API key behind it
+    assert (await view(handle)).timeline[-1].data["code"] == "unknown_approver"
     stale = ApprovalDecision(approver_id="bob", decision="APPROVE", quote_fingerprint="0" * 32)
     assert await refused(handle, RefundWorkflow.decide, stale) == "outdated_quote"
 

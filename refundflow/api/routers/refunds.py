@@ -141,6 +141,7 @@ async def create_refund(
         created_at=datetime.now().astimezone(),
         updated_at=datetime.now().astimezone(),
         quote=quote,
+        quote_fingerprint=quote.fingerprint(),
     )
     response = view.model_dump(mode="json")
     complete_idempotency_key(
@@ -162,6 +163,7 @@ def _row(session: Session, principal: Principal, refund_id: str) -> RefundRow:
 
 
 def _public(row: RefundRow, live: RefundState | None = None) -> api.RefundPublic:
+    quote = Quote.model_validate(row.quote) if row.quote else None
     return api.RefundPublic(
         refund_id=row.refund_id,
         workflow_id=workflow_id(row.refund_id),
@@ -174,7 +176,8 @@ def _public(row: RefundRow, live: RefundState | None = None) -> api.RefundPublic
         requested_by=row.requested_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        quote=Quote.model_validate(row.quote) if row.quote else None,
+        quote=quote,
+        quote_fingerprint=quote.fingerprint() if quote else None,
         live=live.model_dump(mode="json") if live else None,
     )
 
