@@ -228,13 +228,19 @@ class BankAccount(_Frozen):
 class Destination(_Frozen):
     kind: DestinationKind = DestinationKind.ORIGINAL
     bank_account: BankAccount | None = None
+    """Where BANK_TRANSFER pays; with ORIGINAL, the account a policy fallback to bank
+    transfer may use if the original route fails for good."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if (self.kind is DestinationKind.BANK_TRANSFER) != (self.bank_account is not None):
+        needs = self.kind is DestinationKind.BANK_TRANSFER
+        if (needs and self.bank_account is None) or (
+            self.kind is DestinationKind.BALANCE and self.bank_account is not None
+        ):
             raise PydanticCustomError(
                 "destination_incomplete",
-                "bank account details are required for, and only for, BANK_TRANSFER",
+                "bank account details are required for BANK_TRANSFER (and optional, as the"
+                " fallback account, for ORIGINAL; not for BALANCE)",
             )
         return self
 

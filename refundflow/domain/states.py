@@ -205,6 +205,8 @@ class Inbox(BaseModel):
     cancel: CancelRequest | None = None
     receipts: list[ReceiptReport] = []
     events: list[PayoutEvent] = []
+    marks: list[OpsAction] = []
+    """``mark_settled`` outside an escalation: applied as events, recorded with their actor."""
 
 
 class FollowUpState(BaseModel):

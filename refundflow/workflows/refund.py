@@ -623,7 +623,10 @@ class RefundWorkflow:
                 and self.inp.request.destination.bank_account is None
             ):
                 continue
-            new = self._new_generation(record, route)
+            account = self.inp.request.destination.bank_account
+            new = self._new_generation(
+                record, route, account if route is PaymentMethod.BANK_TRANSFER else None
+            )
             await self._record(
                 "payout_fallback",
                 f"tranche {record.seq} falls back to {route.value} ({new.key})",
@@ -702,6 +705,14 @@ class RefundWorkflow:
             )
 
     async def _apply_events(self) -> None:
+        while self.box.marks:
+            mark = self.box.marks.pop(0)
+            await self._record(
+                "marked_settled",
+                f"marked settled by {mark.actor}: {mark.reference}",
+                actor=mark.actor,
+                data={"reference": mark.reference, "note": mark.note},
+            )
         while self.box.events:
             event = self.box.events.pop(0)
             record = next((p for p in self.s.payouts if p.key == event.payout_key), None)
@@ -719,11 +730,20 @@ class RefundWorkflow:
         trace_ref: str,
         code: str,
     ) -> None:
-        if record.status is PayoutStatus.SETTLED or status in (
-            PayoutStatus.NOT_FOUND,
-            PayoutStatus.UNKNOWN,
-        ):
-            return  # settled is final; a missing answer changes nothing
+        if record.status is PayoutStatus.SETTLED:
+            if status is PayoutStatus.FAILED_PERMANENT and record.code != "REVERSED_" + code:
+                # The money came back after the provider had reported it paid (a bank
+                # return, a reversal). The books still show it paid, so ops decide: escalate.
+                record.code = "REVERSED_" + code
+                await self._record(
+                    "payout_reversed",
+                    f"provider reversed settled payout {record.key}: {code}",
+                    data={"key": record.key, "code": code},
+                )
+                await self._escalate(f"provider reversed settled payout {record.key}: {code}")
+            return
+        if status in (PayoutStatus.NOT_FOUND, PayoutStatus.UNKNOWN):
+            return  # a missing answer changes nothing
         if status is record.status and not trace_ref:
             return
         record.status = status
@@ -1221,6 +1241,7 @@ class RefundWorkflow:
                         code="MARKED_SETTLED",
                     )
                 )
+            self.box.marks.append(msg)
             self.wake = True
             return
         if msg.action == "cancel":
