@@ -31,7 +31,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         app.state.engine = engine or make_engine(settings.resolved_database_url)
-        app.state.webhook_gateways = webhook_gateways(build_gateways(settings, app.state.engine))
+        gateways = build_gateways(settings, app.state.engine)
+        app.state.webhook_gateways = webhook_gateways(gateways)
+        app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
         app.state.temporal = temporal
         if temporal is None:
             try:

@@ -127,6 +127,7 @@ class DevStack:
         worker = build_worker(client, activities, task_queue=settings.task_queue)
         app = create_app(settings, engine=engine, temporal=client)
         app.state.webhook_gateways = webhook_gateways(gateways)
+        app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
         config = uvicorn.Config(
             app, host=self.host, port=self.ports.api, log_level="warning", lifespan="off"
         )

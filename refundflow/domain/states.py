@@ -140,6 +140,9 @@ class PayoutEvent(_Msg):
     trace_ref: str = ""
     code: str = ""
     event_id: str = ""
+    amount: int | None = None
+    """What the provider says it refunded, in minor units of ``currency``, when it says."""
+    currency: str = ""
 
 
 class PayoutRecord(BaseModel):

@@ -62,6 +62,7 @@ _GATEWAY_RETRY = RetryPolicy(
     non_retryable_error_types=["DomainError"],
 )
 _T = TypeVar("_T")
+_MAX_EARLY_EVENTS = 20  # events for payouts this run never made must not pile up for ever
 _STAGE_ORDER = [
     Stage.SUPPLIER,
     Stage.APPROVAL,
@@ -713,14 +714,29 @@ class RefundWorkflow:
                 actor=mark.actor,
                 data={"reference": mark.reference, "note": mark.note},
             )
+        early: list[PayoutEvent] = []
         while self.box.events:
             event = self.box.events.pop(0)
             record = next((p for p in self.s.payouts if p.key == event.payout_key), None)
             if record is None:
+                # Ahead of our own record of that payout: kept until the record exists.
+                early.append(event)
+                continue
+            if event.amount is not None and (event.amount, event.currency) != (
+                record.payout_amount,
+                record.payout_currency,
+            ):
+                await self._record(
+                    "message_ignored",
+                    f"provider event for {record.key} names {event.amount} {event.currency},"
+                    f" the payout is {record.payout_amount} {record.payout_currency}",
+                    data={"code": "payout_event_mismatch", "event_id": event.event_id},
+                )
                 continue
             await self._update_payout(
                 record, event.status, event.provider_ref, event.trace_ref, event.code
             )
+        self.box.events = early[-_MAX_EARLY_EVENTS:]
 
     async def _update_payout(
         self,
