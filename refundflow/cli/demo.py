@@ -14,6 +14,8 @@ from rich.table import Table
 
 from refundflow.cli.dev import ADMIN_KEY_FILE
 from refundflow.cli.remote import Api, _die
+from refundflow.gateways.simulators.dev import never_settle
+from refundflow.workflows.client import refund_id_for
 
 console = Console()
 
@@ -138,12 +140,17 @@ def run_demo(api_url: str, key: str, data_dir: Path) -> None:
     started: list[tuple[str, str, str]] = []
     for name, what, order, request in scenarios():
         order_id = f"demo-{run}-{name}"
-        api.call("PUT", f"/v1/orders/{order_id}", json=order)
+        merchant = api.call("PUT", f"/v1/orders/{order_id}", json=order)["order"]["merchant_id"]
+        key = f"demo-{run}-{name}"
+        if name == "delayed":
+            # The bank accepts the transfer and never confirms it: the run follows up, and
+            # tells the customer once the expected date has passed.
+            never_settle(data_dir, "bank_transfer", f"{refund_id_for(merchant, key)}:")
         refund = api.call(
             "POST",
             "/v1/refunds",
             json={"order_id": order_id, **request},
-            headers={"Idempotency-Key": f"demo-{run}-{name}"},
+            headers={"Idempotency-Key": key},
         )
         started.append((name, what, refund["refund_id"]))
     # A few seconds let the runs reach the stage they wait in.

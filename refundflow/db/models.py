@@ -55,6 +55,11 @@ class MerchantRow(SQLModel, table=True):
     merchant_id: str = Field(primary_key=True, max_length=ID)
     name: str = Field(default="", max_length=200)
     created_at: datetime = _created()
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    """Where every notification of this merchant's refunds is POSTed (DESIGN 12); none: no
+    webhook."""
+    webhook_secret: str | None = Field(default=None, max_length=256)
+    """HMAC key of the ``Refundflow-Signature`` header; kept readable because we sign with it."""
 
 
 API_KEY_ROLES = ("client", "approver", "warehouse", "ops", "admin")
@@ -389,6 +394,13 @@ class OutboxRow(SQLModel, table=True):
     last_error: str = Field(default="", sa_type=Text)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+    deliveries: dict[str, Any] = Field(
+        default_factory=dict, sa_type=JsonDoc, sa_column_kwargs={"server_default": "{}"}
+    )
+    """Per channel (``email``, ``sms``, ``webhook``), the outcome of its delivery; a channel
+    found here is never tried again, so a retry after a partial success resends nothing."""
+    locked_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    """Lease of the sender delivering the row now; other senders skip it until then."""
 
 
 class IdempotencyKeyRow(SQLModel, table=True):

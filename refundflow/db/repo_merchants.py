@@ -40,6 +40,32 @@ def get_merchant(session: Session, *, merchant_id: str) -> MerchantRow | None:
     return session.get(MerchantRow, merchant_id)
 
 
+WEBHOOK_SECRET_PREFIX = "rfwh_"
+
+
+def set_merchant_webhook(
+    session: Session, *, merchant_id: str, url: str | None, secret: str | None = None
+) -> MerchantRow:
+    """Point the merchant's notification webhook at ``url`` (``None`` switches it off and
+    forgets the secret). Without ``secret`` the current one is kept, or a new one is made:
+    read it from the returned row and hand it to the merchant."""
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise InvalidInput(f"webhook URL {url!r} must be http(s)", code="invalid_webhook_url")
+    with atomic(session):
+        row = session.get(MerchantRow, merchant_id)
+        if row is None:
+            raise InvalidInput(f"unknown merchant {merchant_id!r}", code="unknown_merchant")
+        row.webhook_url = url
+        if url is None:
+            row.webhook_secret = None
+        elif secret is not None:
+            row.webhook_secret = secret
+        elif row.webhook_secret is None:
+            row.webhook_secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+        session.add(row)
+    return row
+
+
 def _hash(token: str) -> str:
     # API keys are 256-bit random secrets, so a fast hash is enough; a slow password hash
     # would only add latency to every request.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
@@ -187,5 +187,74 @@ def mark_outbox(
         row.status = "sent" if sent else ("failed" if give_up else "pending")
         row.last_error = error
         row.updated_at = at or utcnow()
+        row.locked_until = None  # the attempt is over: a retry may take the row at once
         session.add(row)
     return row
+
+
+def lease_outbox(
+    session: Session,
+    *,
+    refund_id: str | None = None,
+    limit: int = 50,
+    lease_seconds: float = 300.0,
+    at: datetime | None = None,
+) -> list[OutboxRow]:
+    """Pending rows no other sender is delivering (of one refund, or all), oldest first,
+    leased to the caller for ``lease_seconds``: commit, deliver outside any transaction, then
+    ``mark_outbox`` ends the lease. A sender that dies leaves rows that come back when the lease
+    runs out, so the lease must outlast one delivery round."""
+    now = at or utcnow()
+    statement = (
+        select(OutboxRow)
+        .where(OutboxRow.status == "pending")
+        .where(or_(col(OutboxRow.locked_until).is_(None), col(OutboxRow.locked_until) <= now))
+        .order_by(col(OutboxRow.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    if refund_id is not None:
+        statement = statement.where(OutboxRow.refund_id == refund_id)
+    with atomic(session):
+        rows = list(session.exec(statement).all())
+        for row in rows:
+            row.locked_until = now + timedelta(seconds=lease_seconds)
+            session.add(row)
+    return rows
+
+
+def record_delivery(
+    session: Session,
+    *,
+    outbox_id: int,
+    channel: str,
+    ok: bool,
+    detail: str = "",
+    at: datetime | None = None,
+) -> OutboxRow:
+    """Record that ``channel`` of a row is done: delivered (``detail``: the provider's message
+    id) or refused for good (``detail``: why). A channel recorded here is not tried again."""
+    with atomic(session):
+        row = session.get(OutboxRow, outbox_id, with_for_update=True, populate_existing=True)
+        if row is None:
+            raise InvalidInput(f"unknown outbox row {outbox_id}", code="unknown_outbox")
+        when = (at or utcnow()).isoformat()
+        # A new dict, so the JSON column is seen as changed.
+        row.deliveries = {**row.deliveries, channel: {"ok": ok, "detail": detail, "at": when}}
+        row.updated_at = at or utcnow()
+        session.add(row)
+    return row
+
+
+def list_outbox(session: Session, *, refund_id: str, status: str | None = None) -> list[OutboxRow]:
+    """A refund's outbox rows, oldest first (``status``: only those in that state)."""
+    statement = (
+        select(OutboxRow)
+        .where(OutboxRow.refund_id == refund_id)
+        .order_by(col(OutboxRow.id))
+        .execution_options(populate_existing=True)
+    )
+    if status is not None:
+        statement = statement.where(OutboxRow.status == status)
+    return list(session.exec(statement).all())

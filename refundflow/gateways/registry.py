@@ -18,8 +18,12 @@ ADAPTERS: dict[str, tuple[str, str, str]] = {
     "alipay": ("refundflow.gateways.alipay", "AlipayGateway", "AlipayConfig"),
     "wechat": ("refundflow.gateways.wechat", "WechatGateway", "WechatConfig"),
     "stripe": ("refundflow.gateways.stripe_card", "StripeGateway", "StripeConfig"),
-    "paypal": ("refundflow.gateways.paypal", "PaypalGateway", "PaypalConfig"),
-    "bank_transfer": ("refundflow.gateways.bank_transfer", "BankTransferGateway", "BankConfig"),
+    "paypal": ("refundflow.gateways.paypal", "PayPalGateway", "PayPalConfig"),
+    "bank_transfer": (
+        "refundflow.gateways.bank_transfer",
+        "BankTransferGateway",
+        "BankTransferConfig",
+    ),
 }
 """Provider name -> (module, gateway class, config class). Imported only when configured."""
 

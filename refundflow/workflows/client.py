@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -16,6 +18,13 @@ from refundflow.domain.orders import OrderSnapshot
 from refundflow.domain.states import RefundState, RefundStatus
 from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
+
+
+def refund_id_for(merchant_id: str, idempotency_key: str) -> str:
+    """The refund a client's ``Idempotency-Key`` names: derived, never stored first, so even a
+    crash between starting the run and answering cannot fork a second refund."""
+    seed = f"{merchant_id}:{idempotency_key}".encode()
+    return "rf_" + uuid.uuid5(uuid.NAMESPACE_URL, seed.hex()).hex[:20]
 
 
 def workflow_id(refund_id: str) -> str:

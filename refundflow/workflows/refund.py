@@ -436,8 +436,8 @@ class RefundWorkflow:
         st = self.s.follow_up
         while not self._should_continue_as_new():
             await self._apply_events()
-            if self.s.status is RefundStatus.NEEDS_ATTENTION:
-                return
+            if self.s.status is RefundStatus.NEEDS_ATTENTION or self.s.stage is not Stage.FOLLOW_UP:
+                return  # escalated, or back to paying a fallback
             if await self._handle_receipts():
                 continue
             now = workflow.now()
@@ -760,6 +760,8 @@ class RefundWorkflow:
             return
         if status in (PayoutStatus.NOT_FOUND, PayoutStatus.UNKNOWN):
             return  # a missing answer changes nothing
+        if record.status is PayoutStatus.FAILED_PERMANENT:
+            return  # final for this generation; a later poll or webhook repeats old news
         if status is record.status and not trace_ref:
             return
         record.status = status
@@ -774,8 +776,15 @@ class RefundWorkflow:
                 "payout_settled", f"provider settled {record.key}", data={"key": record.key}
             )
         elif status is PayoutStatus.FAILED_PERMANENT:
-            self._goto(Stage.PAYOUT)  # so ops can retry or switch the reversed tranche
-            await self._escalate(f"provider reversed payout {record.key}: {record.code}")
+            # Accepted, then refused (e.g. WeChat ABNORMAL: the card behind the account is
+            # gone): the same policy as a refusal at sending, in the payout stage.
+            await self._record(
+                "payout_failed",
+                f"payout {record.key} failed after acceptance: {record.code}",
+                data={"key": record.key, "code": record.code},
+            )
+            self._goto(Stage.PAYOUT)
+            await self._fallback(record)
 
     async def _mark_settled(self, action: OpsAction) -> None:
         for record in self.s.latest_payouts():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from refundflow.domain.orders import OrderSnapshot, PaymentMethod, RefundRequest
 from refundflow.domain.policy import Policy
 from refundflow.domain.states import RefundState
 from refundflow.gateways.balance import BalanceGateway
+from refundflow.gateways.base import Gateway
 from refundflow.gateways.sandbox import SandboxGateway
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund
@@ -212,8 +214,12 @@ def payment(
     }
 
 
-@pytest.fixture
-async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def open_stack(
+    env: WorkflowEnvironment, tmp_path: Path, routes: dict[PaymentMethod, Gateway] | None = None
+) -> AsyncIterator[Stack]:
+    """A migrated SQLite database with a merchant and its approvers, and a worker on its own
+    task queue whose gateways are the sandbox, the store balance, and ``routes`` over them."""
     url = f"sqlite:///{tmp_path / 'refundflow.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -224,19 +230,26 @@ async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack
     sandbox = SandboxGateway(path=tmp_path / "sandbox.db", settle_after_queries=1)
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
+    gateways.update(routes or {})
     activities = RefundActivities(engine, gateways)
     task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
     async with build_worker(env.client, activities, task_queue=task_queue):
         stack = Stack(env=env, engine=engine, sandbox=sandbox, task_queue=task_queue)
         try:
             yield stack
-            if os.environ.get("REFUNDFLOW_RECORD_HISTORIES"):
-                await stack.record_histories(Path(__file__).parent / "histories")
         finally:
             # A run left open by a failed test would hold the shared server's clock: its
             # pending activities have no worker once this one stops.
             await stack.terminate_open_runs()
     engine.dispose()
+
+
+@pytest.fixture
+async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with open_stack(env, tmp_path) as opened:
+        yield opened
+        if os.environ.get("REFUNDFLOW_RECORD_HISTORIES"):
+            await opened.record_histories(Path(__file__).parent / "histories")
 
 
 def approver_keys(engine: Engine) -> list[ApiKeyRow]:

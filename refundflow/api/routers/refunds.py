@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -51,7 +50,7 @@ from refundflow.domain.states import (
     ReturnInspection,
     SupplierResponse,
 )
-from refundflow.workflows.client import start_refund, workflow_id
+from refundflow.workflows.client import refund_id_for, start_refund, workflow_id
 from refundflow.workflows.refund import RefundWorkflow
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
@@ -111,9 +110,7 @@ async def create_refund(
         raise ApiError(422, "idempotency_key_reused", "this key was used for another request")
     if claim.outcome is ClaimOutcome.IN_FLIGHT:
         raise ApiError(409, "idempotency_in_flight", "a request with this key is in progress")
-    # Derived from the key, so even a crash between start and completion cannot fork a run.
-    seed = f"{principal.merchant_id}:{idempotency_key}".encode()
-    refund_id = "rf_" + uuid.uuid5(uuid.NAMESPACE_URL, seed.hex()).hex[:20]
+    refund_id = refund_id_for(principal.merchant_id, idempotency_key)
     inp = RefundWorkflowInput(
         refund_id=refund_id,
         merchant_id=principal.merchant_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -31,7 +33,9 @@ async def webhook(
     must belong to this provider), then dedupe by event id, then the run is signalled."""
     body = await request.body()
     try:
-        event = _gateway(request, provider).verify_webhook(dict(request.headers), body)
+        # Off the event loop: a first PayPal webhook fetches the signing certificate.
+        gateway = _gateway(request, provider)
+        event = await asyncio.to_thread(gateway.verify_webhook, dict(request.headers), body)
     except ValueError as exc:
         raise ApiError(401, "invalid_signature", str(exc)) from exc
     payout = get_payout(session, payout_key=event.payout_key)

@@ -9,10 +9,27 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from refundflow.gateways.simulators.core import Simulator, SimulatorHost
+from refundflow.gateways.simulators.core import SimLedger, Simulator, SimulatorHost
 
-SIMULATORS: dict[str, str] = {}
+SIMULATORS: dict[str, str] = {
+    "alipay": "refundflow.gateways.simulators.alipay",
+    "wechat": "refundflow.gateways.simulators.wechat",
+    "stripe": "refundflow.gateways.simulators.stripe",
+    "paypal": "refundflow.gateways.simulators.paypal",
+    "bank_transfer": "refundflow.gateways.simulators.bank",
+}
 """Provider name -> simulator module (each has ``dev_simulator(data_dir, notify_url=...)``)."""
+
+
+def never_settle(data_dir: Path, provider: str, prefix: str) -> bool:
+    """Script the dev simulator of ``provider`` to accept, and never settle, the next refund
+    whose number starts with ``prefix`` (a delayed arrival). False if that simulator has no
+    ledger under ``data_dir`` (the stack runs elsewhere)."""
+    path = data_dir / "simulators" / provider / "ledger.db"
+    if not path.exists():
+        return False
+    SimLedger(path).script(prefix, [("ok", "never")])
+    return True
 
 
 class DevProviders:

@@ -1,0 +1,67 @@
+"""The activity that delivers a refund's notices (DESIGN 12).
+
+The workflow has already written the outbox rows with each transition; this activity sends
+them. While some row fails retryably it raises, and Temporal retries it with backoff (the
+workflow's retry policy should allow at least ``max_attempts`` attempts); the last attempt
+marks what still fails as failed for good and returns, so a dead mail server never blocks a
+refund.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from refundflow.notify.config import NotifyConfig, build_dispatcher
+from refundflow.notify.dispatcher import NotificationDispatcher
+
+DELIVER_NOTIFICATIONS = "deliver_notifications"
+
+
+class DeliverInput(BaseModel):
+    refund_id: str
+    max_attempts: int = Field(default=8, ge=1)
+    """The activity attempt that gives up on rows still failing."""
+
+
+class DeliverResult(BaseModel):
+    """Rows of the refund handled by the attempt that returned."""
+
+    sent: int
+    failed: int
+    pending: int
+    """Only after the last attempt: rows another sender was still delivering."""
+
+
+class NotifyActivities:
+    def __init__(self, dispatcher: NotificationDispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    @classmethod
+    def from_config(cls, engine: Engine, config: NotifyConfig) -> NotifyActivities:
+        return cls(build_dispatcher(engine, config))
+
+    async def aclose(self) -> None:
+        await self.dispatcher.aclose()
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.deliver_notifications]
+
+    @activity.defn(name=DELIVER_NOTIFICATIONS)
+    async def deliver_notifications(self, inp: DeliverInput) -> DeliverResult:
+        final = activity.info().attempt >= inp.max_attempts
+        report = await self.dispatcher.deliver_refund(inp.refund_id, final=final)
+        if report.pending and not final:
+            # Rows another sender holds count too: if that sender died, its lease runs out
+            # and a later attempt here delivers them.
+            raise ApplicationError(
+                f"{report.pending} notice(s) of {inp.refund_id} not delivered yet: "
+                + ("; ".join(report.errors) or f"{report.held} held by another sender"),
+                type="notifications_pending",
+            )
+        return DeliverResult(sent=report.sent, failed=report.failed, pending=report.pending)

@@ -1,0 +1,279 @@
+"""Outbox delivery end to end on SQLite and PostgreSQL: real SMTP server, Twilio simulator and
+merchant receiver; the activity runs in Temporal's ActivityEnvironment."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import Engine
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from refundflow.activities.notify import DeliverInput, DeliverResult, NotifyActivities
+from refundflow.db.engine import session_scope
+from refundflow.db.models import OutboxRow
+from refundflow.db.repository import (
+    create_refund,
+    enqueue_outbox,
+    lease_outbox,
+    list_outbox,
+    set_merchant_webhook,
+    upsert_merchant,
+    upsert_order,
+)
+from refundflow.domain.errors import DomainError
+from refundflow.domain.states import RefundStatus
+from refundflow.notify.dispatcher import NotificationDispatcher
+from refundflow.notify.merchant_webhook import MerchantWebhookSender
+from refundflow.notify.sms import TwilioSms
+from refundflow.notify.sms_simulator import TwilioSimulator
+from tests.db.builders import MERCHANT, order, quote, request
+from tests.notify.conftest import WEBHOOK_SECRET, Receiver, SmtpServer
+
+PHONE = "+86 138 0013 8000"
+PAYOUT = {
+    "amount": 4000,
+    "currency": "CNY",
+    "route": "alipay",
+    "expected_from": "2027-10-06",
+    "expected_by": "2027-10-08",
+    "trace_ref": "2027100622001400001",
+}
+
+
+def seed(engine: Engine, *, webhook: str | None, phone: str = PHONE, locale: str = "zh-CN") -> str:
+    """A refund whose customer has email and phone, with a customer and an approver notice."""
+    refund_id = f"rf_{uuid.uuid4().hex}"
+    snap = order()
+    contact = {"email": "lilei@example.cn", "phone": phone, "locale": locale}
+    with session_scope(engine) as s:
+        upsert_merchant(s, merchant_id=MERCHANT, name="Shop")
+        if webhook:
+            set_merchant_webhook(s, merchant_id=MERCHANT, url=webhook, secret=WEBHOOK_SECRET)
+        upsert_order(s, order=snap)
+        create_refund(
+            s,
+            refund_id=refund_id,
+            order=snap,
+            request=request(snap, contact=contact),
+            quote=quote(snap, {"p1": 4000}),
+            requested_by="desk-1",
+            policy_version=1,
+            status=RefundStatus.PAYING,
+        )
+        base = {"refund_id": refund_id, "order_id": snap.order_id}
+        enqueue_outbox(
+            s,
+            refund_id=refund_id,
+            channel="customer",
+            template="payout_sent",
+            locale=locale,
+            payload={**base, **PAYOUT},
+        )
+        enqueue_outbox(
+            s,
+            refund_id=refund_id,
+            channel="approver",
+            template="approval_requested",
+            payload={"refund_id": refund_id, "amount": 4000},
+        )
+    return refund_id
+
+
+def rows(engine: Engine, refund_id: str) -> list[OutboxRow]:
+    with session_scope(engine, readonly=True) as s:
+        return list_outbox(s, refund_id=refund_id)
+
+
+def texts_to(sim: TwilioSimulator, number: str) -> list[str]:
+    return [m.body for m in sim.messages if m.to == number]
+
+
+@pytest.fixture
+async def dispatcher(
+    engine: Engine, smtp: SmtpServer, sms: TwilioSms
+) -> AsyncIterator[NotificationDispatcher]:
+    webhooks = MerchantWebhookSender(timeout_s=3)
+    yield NotificationDispatcher(
+        engine, email=smtp.sender(), sms=sms, webhooks=webhooks, max_attempts=3
+    )
+    await webhooks.aclose()
+
+
+async def test_every_channel_gets_each_notice_once(
+    engine: Engine,
+    dispatcher: NotificationDispatcher,
+    smtp: SmtpServer,
+    twilio: tuple[TwilioSimulator, str],
+    receiver: Receiver,
+) -> None:
+    sim, _ = twilio
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    refund_id = seed(dispatcher.engine, webhook=receiver.url, phone=phone)
+    report = await dispatcher.deliver_refund(refund_id)
+    assert (report.sent, report.failed, report.pending) == (2, 0, 0)
+
+    [(rcpt, mail)] = smtp.mailbox.received
+    assert rcpt == ["lilei@example.cn"] and mail["Subject"] == "您的 ¥40.00 退款已发出"
+    [sms_text] = texts_to(sim, phone)
+    assert "2027年10月8日前到账" in sms_text and "2027100622001400001" in sms_text
+    customer, approver = receiver.events
+    assert customer["type"] == "notification.payout_sent"
+    assert customer["data"]["notice"]["subject"] == "您的 ¥40.00 退款已发出"
+    assert approver["data"]["channel"] == "approver" and "notice" not in approver["data"]
+    assert approver["data"]["params"] == {"refund_id": refund_id, "amount": 4000}
+    assert receiver.event_ids == [customer["id"], approver["id"]]
+
+    first, second = rows(engine, refund_id)
+    assert (first.status, first.attempts, first.last_error) == ("sent", 1, "")
+    assert set(first.deliveries) == {"email", "sms", "webhook"}
+    assert first.deliveries["webhook"]["detail"] == customer["id"]
+    assert second.status == "sent" and set(second.deliveries) == {"webhook"}
+
+    again = await dispatcher.deliver_refund(refund_id)
+    assert again.rows == [] and again.pending == 0
+    assert len(smtp.mailbox.received) == 1 and len(receiver.events) == 2
+    assert len(texts_to(sim, phone)) == 1
+
+
+async def test_smtp_down_keeps_the_row_pending_and_the_retry_sends_only_the_email(
+    engine: Engine,
+    dispatcher: NotificationDispatcher,
+    smtp: SmtpServer,
+    twilio: tuple[TwilioSimulator, str],
+    receiver: Receiver,
+) -> None:
+    sim, _ = twilio
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    refund_id = seed(engine, webhook=receiver.url, phone=phone)
+    smtp.stop()
+    report = await dispatcher.deliver_refund(refund_id)
+    assert (report.sent, report.failed, report.pending) == (1, 0, 1)
+    customer, approver = rows(engine, refund_id)
+    assert (customer.status, customer.attempts) == ("pending", 1)
+    assert customer.last_error.startswith("email: smtp: SMTPConnect")
+    assert set(customer.deliveries) == {"sms", "webhook"} and customer.locked_until is None
+    assert approver.status == "sent"
+
+    smtp.start()
+    report = await dispatcher.deliver_refund(refund_id)
+    assert (report.sent, report.pending) == (1, 0)
+    assert len(smtp.mailbox.received) == 1
+    assert len(texts_to(sim, phone)) == 1 and len(receiver.events) == 2
+    customer, _ = rows(engine, refund_id)
+    assert (customer.status, customer.attempts, customer.last_error) == ("sent", 2, "")
+
+
+async def test_after_max_attempts_the_row_fails_for_good(
+    engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer
+) -> None:
+    refund_id = seed(engine, webhook=None)
+    smtp.stop()
+    for attempt in (1, 2):
+        report = await dispatcher.deliver_refund(refund_id)
+        assert report.pending == 1, attempt
+    report = await dispatcher.deliver_refund(refund_id)
+    assert (report.failed, report.pending) == (1, 0)
+    customer, approver = rows(engine, refund_id)
+    assert (customer.status, customer.attempts) == ("failed", 3)
+    assert "email: smtp:" in customer.last_error
+    # No webhook configured: the approver notice had nowhere to go and is done.
+    assert (approver.status, approver.deliveries) == ("sent", {})
+    assert (await dispatcher.deliver_refund(refund_id)).rows == []
+
+
+async def test_an_invalid_number_is_recorded_and_not_retried(
+    engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer
+) -> None:
+    refund_id = seed(engine, webhook=None, phone="12345", locale="en")
+    report = await dispatcher.deliver_refund(refund_id)
+    assert report.sent == 2
+    customer, _ = rows(engine, refund_id)
+    assert customer.status == "sent" and "21211" in customer.last_error
+    assert customer.deliveries["sms"]["ok"] is False
+    assert customer.deliveries["email"]["ok"] is True
+    [(_, mail)] = smtp.mailbox.received
+    assert mail["Subject"] == "Your refund of CN¥40.00 is on its way"
+
+
+async def test_rows_another_sender_holds_are_left_alone(
+    engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer
+) -> None:
+    refund_id = seed(engine, webhook=None)
+    with session_scope(engine) as s:
+        assert len(lease_outbox(s, refund_id=refund_id)) == 2
+    report = await dispatcher.deliver_refund(refund_id)
+    assert report.rows == [] and report.held == 2 and report.pending == 2
+    assert smtp.mailbox.received == []
+
+
+async def test_activity_retries_a_busy_sms_provider_without_resending_the_email(
+    engine: Engine,
+    dispatcher: NotificationDispatcher,
+    smtp: SmtpServer,
+    twilio: tuple[TwilioSimulator, str],
+) -> None:
+    sim, _ = twilio
+    refund_id = seed(engine, webhook=None)
+    activities = NotifyActivities(dispatcher)
+    env = ActivityEnvironment()
+    sim.fail_next(1, status=500)
+    with pytest.raises(ApplicationError, match="sms: 20500: Twilio HTTP 500") as err:
+        await env.run(activities.deliver_notifications, DeliverInput(refund_id=refund_id))
+    assert err.value.type == "notifications_pending" and not err.value.non_retryable
+    env.info = dataclasses.replace(env.info, attempt=2)
+    result = await env.run(activities.deliver_notifications, DeliverInput(refund_id=refund_id))
+    assert result == DeliverResult(sent=1, failed=0, pending=0)
+    assert len(smtp.mailbox.received) == 1
+    assert [r.status for r in rows(engine, refund_id)] == ["sent", "sent"]
+
+
+async def test_activity_gives_up_on_its_last_attempt(
+    engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer
+) -> None:
+    refund_id = seed(engine, webhook=None)
+    smtp.stop()
+    activities = NotifyActivities(dispatcher)
+    env = ActivityEnvironment()
+    inp = DeliverInput(refund_id=refund_id, max_attempts=2)
+    with pytest.raises(ApplicationError, match="1 notice"):
+        await env.run(activities.deliver_notifications, inp)
+    env.info = dataclasses.replace(env.info, attempt=2)
+    assert await env.run(activities.deliver_notifications, inp) == DeliverResult(
+        sent=0, failed=1, pending=0
+    )
+    customer, _ = rows(engine, refund_id)
+    assert (customer.status, customer.attempts) == ("failed", 2)
+
+
+async def test_a_notice_that_cannot_render_fails_for_good_but_reaches_the_merchant(
+    engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer, receiver: Receiver
+) -> None:
+    refund_id = seed(engine, webhook=receiver.url)
+    with session_scope(engine) as s:
+        enqueue_outbox(s, refund_id=refund_id, channel="customer", template="refund_teleported")
+    report = await dispatcher.deliver_refund(refund_id)
+    assert (report.sent, report.failed) == (2, 1)
+    *_, odd = rows(engine, refund_id)
+    assert odd.status == "failed" and odd.attempts == 1
+    assert odd.last_error.startswith('email: render: cannot render: "no customer notice')
+    assert odd.deliveries["webhook"]["ok"] is True and odd.deliveries["sms"]["ok"] is False
+    assert receiver.events[-1]["type"] == "notification.refund_teleported"
+    assert len(smtp.mailbox.received) == 1
+
+
+def test_merchant_webhook_settings(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        upsert_merchant(s, merchant_id=MERCHANT, name="Shop")
+        row = set_merchant_webhook(s, merchant_id=MERCHANT, url="https://shop.example/hooks")
+        secret = row.webhook_secret
+        assert secret is not None and secret.startswith("rfwh_") and len(secret) > 40
+        moved = set_merchant_webhook(s, merchant_id=MERCHANT, url="https://shop.example/v2")
+        assert moved.webhook_secret == secret  # moving the URL keeps the merchant's secret
+        off = set_merchant_webhook(s, merchant_id=MERCHANT, url=None)
+        assert (off.webhook_url, off.webhook_secret) == (None, None)
+        with pytest.raises(DomainError, match="must be http"):
+            set_merchant_webhook(s, merchant_id=MERCHANT, url="ftp://shop.example")
