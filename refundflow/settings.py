@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     ``bank_transfer``), each with its adapter's config, e.g. ``REFUNDFLOW_PROVIDERS='{"stripe":
     {"base_url": "https://api.stripe.com", "api_key": "sk_live_..."}}'``. A route whose provider
     is not configured pays through the sandbox simulator."""
+    notify: dict[str, Any] = {}
+    """Notification channels (``refundflow.notify.config.NotifyConfig``), e.g.
+    ``REFUNDFLOW_NOTIFY='{"smtp_host": "mail.example.com", "smtp_port": 587, "smtp_starttls":
+    true, "mail_from": "refunds@example.com"}'``. Email and SMS are off until configured."""
 
     @property
     def resolved_database_url(self) -> str:

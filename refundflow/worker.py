@@ -18,7 +18,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
+from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings, get_settings
 from refundflow.workflows.refund import RefundWorkflow
 
@@ -52,13 +54,21 @@ async def connect(settings: Settings) -> Client:
 
 
 def build_worker(
-    client: Client, activities: RefundActivities, *, task_queue: str, max_threads: int = 8
+    client: Client,
+    activities: RefundActivities,
+    *,
+    task_queue: str,
+    notify: NotifyActivities | None = None,
+    max_threads: int = 8,
 ) -> Worker:
+    """``notify`` delivers the outbox; without it, only merchant webhooks (configured per
+    merchant in the database) go out, which is what tests without mail servers want."""
+    notify = notify or NotifyActivities.from_config(activities.engine, NotifyConfig())
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[RefundWorkflow],
-        activities=activities.all(),
+        activities=[*activities.all(), *notify.all()],
         # Database activities are plain functions; they run on this pool.
         activity_executor=ThreadPoolExecutor(max_workers=max_threads),
         workflow_runner=workflow_runner(),
@@ -70,13 +80,15 @@ async def run(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     client = await connect(settings)
     activities = RefundActivities.from_settings(settings)
-    worker = build_worker(client, activities, task_queue=settings.task_queue)
+    notify = NotifyActivities.from_config(activities.engine, NotifyConfig(**settings.notify))
+    worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
         await stop.wait()
+    await notify.aclose()
     activities.close()
 
 

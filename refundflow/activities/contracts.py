@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from refundflow.domain.money import FxRate
 from refundflow.domain.orders import BankAccount, OrderSnapshot, RefundRequest
@@ -170,3 +170,21 @@ class RefundWorkflowInput(BaseModel):
     state: Any = None
     """A RefundState when continued; typed loosely to keep this module free of a cycle."""
     context: RefundContext | None = None
+
+
+DELIVER_NOTIFICATIONS = "deliver_notifications"
+
+
+class DeliverInput(BaseModel):
+    refund_id: str
+    max_attempts: int = Field(default=8, ge=1)
+    """The activity attempt that gives up on rows still failing."""
+
+
+class DeliverResult(BaseModel):
+    """Rows of the refund handled by the attempt that returned."""
+
+    sent: int
+    failed: int
+    pending: int
+    """Only after the last attempt: rows another sender was still delivering."""

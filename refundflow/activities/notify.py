@@ -12,30 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from refundflow.activities.contracts import DELIVER_NOTIFICATIONS, DeliverInput, DeliverResult
 from refundflow.notify.config import NotifyConfig, build_dispatcher
 from refundflow.notify.dispatcher import NotificationDispatcher
-
-DELIVER_NOTIFICATIONS = "deliver_notifications"
-
-
-class DeliverInput(BaseModel):
-    refund_id: str
-    max_attempts: int = Field(default=8, ge=1)
-    """The activity attempt that gives up on rows still failing."""
-
-
-class DeliverResult(BaseModel):
-    """Rows of the refund handled by the attempt that returned."""
-
-    sent: int
-    failed: int
-    pending: int
-    """Only after the last attempt: rows another sender was still delivering."""
 
 
 class NotifyActivities:

@@ -7,6 +7,7 @@ The run is a small state machine over :class:`Stage`. Each stage either advances
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -62,6 +63,13 @@ _GATEWAY_RETRY = RetryPolicy(
     non_retryable_error_types=["DomainError"],
 )
 _T = TypeVar("_T")
+_DELIVERY_ATTEMPTS = 8
+_DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=10),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=30),
+    maximum_attempts=_DELIVERY_ATTEMPTS,
+)
 _MAX_EARLY_EVENTS = 20  # events for payouts this run never made must not pile up for ever
 _STAGE_ORDER = [
     Stage.SUPPLIER,
@@ -102,6 +110,8 @@ class RefundWorkflow:
         self.ctx: c.RefundContext | None = inp.context
         self.box = self.s.inbox
         self.wake = False
+        self._delivery: workflow.ActivityHandle[c.DeliverResult] | None = None
+        self._deliver_again = False
 
     # ------------------------------------------------------------------ run
     @workflow.run
@@ -114,10 +124,12 @@ class RefundWorkflow:
             else:
                 await self._stages[self.s.stage](self)
             if self.s.stage is not Stage.DONE and self._should_continue_as_new():
+                await self._delivered()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     self.inp.model_copy(update={"state": self.s, "context": self.ctx})
                 )
+        await self._delivered()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.s
 
@@ -1051,6 +1063,36 @@ class RefundWorkflow:
             ),
             summary=f"{kind}: {self.s.status.value}",
         )
+        # Runs recorded before notices were delivered from here replay without it.
+        if notify and workflow.patched("deliver-notifications"):
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Send this refund's pending notices. One delivery at a time: it sends every pending
+        row of the refund, so rows written meanwhile only need one more run after it."""
+        if self._delivery is not None and not self._delivery.done():
+            self._deliver_again = True
+            return
+        self._deliver_again = False
+        self._delivery = workflow.start_activity(
+            c.DELIVER_NOTIFICATIONS,
+            c.DeliverInput(refund_id=self.s.refund_id, max_attempts=_DELIVERY_ATTEMPTS),
+            result_type=c.DeliverResult,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=_DELIVERY_RETRY,
+            summary="deliver notices",
+        )
+
+    async def _delivered(self) -> None:
+        """Wait for notice delivery before the run ends or continues as new. Delivery gives
+        up on its own after its last attempt (recording the failure), so this always ends."""
+        while self._delivery is not None:
+            # The activity records its own failures; a lost notice is not a lost refund.
+            with contextlib.suppress(ActivityError):
+                await self._delivery
+            self._delivery = None
+            if self._deliver_again:
+                self._deliver()
 
     def _details(self) -> str:
         lines = [f"**{self.s.status.value}** at stage `{self.s.stage.value}`"]

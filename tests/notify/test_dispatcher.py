@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from refundflow.activities.notify import DeliverInput, DeliverResult, NotifyActivities
+from refundflow.activities.contracts import DeliverInput, DeliverResult
+from refundflow.activities.notify import NotifyActivities
 from refundflow.db.engine import session_scope
 from refundflow.db.models import OutboxRow
 from refundflow.db.repository import (
