@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
+
+from refundflow.db.migrate import alembic_config
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "refundflow"
 
@@ -50,5 +54,6 @@ def test_db_upgrade_creates_the_default_sqlite_database(tmp_path: Path) -> None:
         [str(BIN), "db", "upgrade"], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert "revision 0001" in result.stdout
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert f"revision {head}" in result.stdout
     assert (tmp_path / "data" / "refundflow.db").stat().st_size > 0
