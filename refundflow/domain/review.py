@@ -62,6 +62,8 @@ class ReviewDecision(BaseModel):
     """0 unless ``NEEDS_APPROVAL``; 2 for a large refund."""
     reasons: list[ReasonCode]
     messages: dict[str, str]
+    details: dict[str, str] = {}
+    """Per locale, only the reasons' sentences (for a notice that has its own opening)."""
     """What the customer reads, per locale ("zh-CN", "en")."""
     quote: Quote | None
     """Present whenever it could be computed, rejections included (ops see what was asked)."""
@@ -217,19 +219,17 @@ def _goodwill_above_remaining(
 
 
 def _reject(findings: list[_Finding], quote: Quote | None) -> ReviewDecision:
-    messages = {
-        loc: join(
-            loc,
-            [render("REJECTED", loc)]
-            + [render(f.message or f.code.value, loc, **f.params) for f in findings],
-        )
+    details = {
+        loc: [render(f.message or f.code.value, loc, **f.params) for f in findings]
         for loc in LOCALES
     }
+    messages = {loc: join(loc, [render("REJECTED", loc), *details[loc]]) for loc in LOCALES}
     return ReviewDecision(
         outcome=ReviewOutcome.REJECT,
         approvers_required=0,
         reasons=[f.code for f in findings],
         messages=messages,
+        details={loc: join(loc, parts) for loc, parts in details.items()},
         quote=quote,
     )
 

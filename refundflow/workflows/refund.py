@@ -197,9 +197,7 @@ class RefundWorkflow:
                 "rejected",
                 f"rejected by review: {', '.join(reasons)}",
                 data={"reasons": reasons},
-                notify=[
-                    self._customer("refund_rejected", reasons=reasons, text=self._text(decision))
-                ],
+                notify=[self._customer("refund_rejected", reasons=reasons, text=decision.details)],
                 reserved=False,
             )
             return
@@ -1121,10 +1119,6 @@ class RefundWorkflow:
     def _amount(self, amount: int) -> str:
         currency = self.s.quote.currency if self.s.quote else self.context.order.currency
         return format_minor(amount, currency)
-
-    @staticmethod
-    def _text(decision: Any) -> str:
-        return str(decision.messages.get("en", ""))
 
     # ------------------------------------------------------------ messages
     def _refuse(self, refusal: Refusal | None) -> None:

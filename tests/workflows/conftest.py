@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.activities.contracts import RefundWorkflowInput
+from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
@@ -40,6 +41,7 @@ from refundflow.domain.states import RefundState
 from refundflow.gateways.balance import BalanceGateway
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.sandbox import SandboxGateway
+from refundflow.notify.config import NotifyConfig
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund
 from refundflow.workflows.refund import RefundWorkflow
@@ -216,7 +218,10 @@ def payment(
 
 @asynccontextmanager
 async def open_stack(
-    env: WorkflowEnvironment, tmp_path: Path, routes: dict[PaymentMethod, Gateway] | None = None
+    env: WorkflowEnvironment,
+    tmp_path: Path,
+    routes: dict[PaymentMethod, Gateway] | None = None,
+    notify: NotifyConfig | None = None,
 ) -> AsyncIterator[Stack]:
     """A migrated SQLite database with a merchant and its approvers, and a worker on its own
     task queue whose gateways are the sandbox, the store balance, and ``routes`` over them."""
@@ -233,7 +238,8 @@ async def open_stack(
     gateways.update(routes or {})
     activities = RefundActivities(engine, gateways)
     task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
-    async with build_worker(env.client, activities, task_queue=task_queue):
+    notices = NotifyActivities.from_config(engine, notify or NotifyConfig())
+    async with build_worker(env.client, activities, task_queue=task_queue, notify=notices):
         stack = Stack(env=env, engine=engine, sandbox=sandbox, task_queue=task_queue)
         try:
             yield stack
@@ -241,6 +247,7 @@ async def open_stack(
             # A run left open by a failed test would hold the shared server's clock: its
             # pending activities have no worker once this one stops.
             await stack.terminate_open_runs()
+    await notices.aclose()
     engine.dispose()
 
 
