@@ -14,15 +14,20 @@ import os
 import shutil
 import signal
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from aiosmtpd.controller import Controller
 from rich.console import Console
 from rich.panel import Panel
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app
 from refundflow.db.engine import make_engine, session_scope
@@ -30,6 +35,7 @@ from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
 from refundflow.gateways.registry import build_gateways, webhook_gateways
 from refundflow.gateways.simulators.dev import DevProviders
+from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings
 from refundflow.worker import build_worker, connect
 from refundflow.workflows.search_attributes import dev_server_flags
@@ -43,6 +49,7 @@ class DevPorts:
     temporal: int = 7233
     ui: int = 8233
     simulators: int = 8090
+    smtp: int = 8025
 
 
 def temporal_binary() -> str:
@@ -73,6 +80,22 @@ def admin_key(engine: Engine, data_dir: Path, merchant: str) -> tuple[str, bool]
     return token, True
 
 
+class MailFolder:
+    """The dev stack's mail server: every message it accepts lands in a folder as an .eml
+    file, so the customer's notices can be read as they would arrive."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        to = "_".join(envelope.rcpt_tos)[:80].replace("/", "_")
+        name = f"{stamp}-{uuid.uuid4().hex[:6]}-{to}.eml"
+        (self.folder / name).write_bytes(envelope.original_content or b"")
+        return "250 OK: kept in the dev mail folder"
+
+
 class DevStack:
     def __init__(
         self,
@@ -92,6 +115,11 @@ class DevStack:
             data_dir=self.data_dir,
             temporal_address=f"{host}:{ports.temporal}",
             database_url=None,
+            notify={
+                "smtp_host": host,
+                "smtp_port": ports.smtp,
+                "mail_from": "refunds@refundflow.localhost",
+            },
         )
         self._stop = asyncio.Event()
 
@@ -112,9 +140,14 @@ class DevStack:
                 api_url=f"http://{self.host}:{self.ports.api}",
             )
             await providers.start()
+            mail = Controller(
+                MailFolder(self.data_dir / "mail"), hostname=self.host, port=self.ports.smtp
+            )
+            mail.start()
             try:
                 await self._serve(client, engine, providers)
             finally:
+                mail.stop()
                 await providers.stop()
         finally:
             await _terminate(temporal)
@@ -124,7 +157,8 @@ class DevStack:
         settings = self.settings.model_copy(update={"providers": providers.configs})
         gateways = build_gateways(settings, engine)
         activities = RefundActivities(engine, gateways)
-        worker = build_worker(client, activities, task_queue=settings.task_queue)
+        notify = NotifyActivities.from_config(engine, NotifyConfig(**settings.notify))
+        worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
         app = create_app(settings, engine=engine, temporal=client)
         app.state.webhook_gateways = webhook_gateways(gateways)
         app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
@@ -146,6 +180,7 @@ class DevStack:
             api.should_exit = True
             await serving
             stop.cancel()
+        await notify.aclose()
         self.console.print("[green]stopped[/green]: the data stays in", str(self.data_dir))
 
     async def _start_temporal(self) -> asyncio.subprocess.Process:
@@ -184,7 +219,9 @@ class DevStack:
             f"API           {api}  (OpenAPI: {api}/docs)",
             f"Temporal UI   http://{self.host}:{self.ports.ui}",
             f"Temporal      {self.settings.temporal_address}",
-            f"Simulators    http://{self.host}:{self.ports.simulators}",
+            f"Simulators    http://{self.host}:{self.ports.simulators}"
+            " (Alipay, WeChat Pay, Stripe, PayPal, bank)",
+            f"Mail          smtp://{self.host}:{self.ports.smtp} -> {self.data_dir / 'mail'}",
             f"Data          {self.data_dir}",
             "",
             f"Admin key ({'new' if new else 'reused'}, merchant {self.merchant!r}; also in"

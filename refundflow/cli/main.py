@@ -24,9 +24,13 @@ app = typer.Typer(
 policy_app = typer.Typer(help="Refund policy documents.", no_args_is_help=True)
 db_app = typer.Typer(help="The refundflow database.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (run where the database is).", no_args_is_help=True)
+merchants_app = typer.Typer(
+    help="Merchant settings (run where the database is).", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(merchants_app, name="merchants")
 app.add_typer(remote.refunds_app, name="refunds")
 app.add_typer(remote.ops_app, name="ops")
 app.command()(remote.approve)
@@ -110,6 +114,35 @@ def keys_create(
     console.print(token)
 
 
+@merchants_app.command("webhook")
+def merchants_webhook(
+    merchant: Annotated[str, typer.Option(help="The merchant.")],
+    url: Annotated[
+        str, typer.Option(help="Where refund events are POSTed; 'off' switches them off.")
+    ],
+) -> None:
+    """Send the merchant every refund event, signed (header Refundflow-Signature: t=..,v1=..,
+    HMAC-SHA256 over "{t}.{body}"). Prints the signing secret."""
+    from refundflow.db.engine import make_engine, session_scope
+    from refundflow.db.repository import set_merchant_webhook
+    from refundflow.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url)
+    try:
+        with session_scope(engine) as s:
+            row = set_merchant_webhook(s, merchant_id=merchant, url=None if url == "off" else url)
+            secret = row.webhook_secret
+    except DomainError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    if secret:
+        err_console.print(f"merchant {merchant}: events go to {url}; signing secret:")
+        console.print(secret)
+    else:
+        err_console.print(f"merchant {merchant}: webhook off")
+
+
 @app.command()
 def dev(
     data_dir: Annotated[Path, typer.Option(help="Where all dev state lives.")] = Path("data"),
@@ -118,12 +151,15 @@ def dev(
     temporal_port: Annotated[int, typer.Option(help="Temporal gRPC port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     sim_port: Annotated[int, typer.Option(help="Provider simulators port.")] = 8090,
+    smtp_port: Annotated[int, typer.Option(help="Dev mail server port.")] = 8025,
     merchant: Annotated[str, typer.Option(help="The merchant of the admin key.")] = "demo",
 ) -> None:
     """Run the whole stack: Temporal dev server (Web UI), worker, API, provider simulators."""
     from refundflow.cli.dev import DevPorts, run_dev
 
-    ports = DevPorts(api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port)
+    ports = DevPorts(
+        api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port, smtp=smtp_port
+    )
     run_dev(data_dir, ports, host, merchant)
 
 

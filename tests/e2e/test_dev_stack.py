@@ -34,7 +34,9 @@ def _free_ports(n: int) -> list[int]:
 class Stack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.api_port, self.temporal_port, self.ui_port, self.sim_port = _free_ports(4)
+        self.api_port, self.temporal_port, self.ui_port, self.sim_port, self.smtp_port = (
+            _free_ports(5)
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "dev.log"
 
@@ -47,6 +49,7 @@ class Stack:
             *(str(BIN / "refundflow"), "dev", "--data-dir", str(self.data_dir)),
             *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
             *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
+            *("--smtp-port", str(self.smtp_port)),
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -152,6 +155,7 @@ def _start_refund(http: httpx.Client, order_id: str, method: str, amount: int) -
             "order_id": order_id,
             "items": [{"line_id": "l1", "quantity": 1}],
             "reason": "CHANGED_MIND",
+            "contact": {"email": "c1@example.com", "locale": "zh-CN"},
         },
         headers={"Idempotency-Key": f"smoke-{order_id}"},
     )
@@ -173,6 +177,9 @@ def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack)
         _wait_status(http, refund_id, "AWAITING_FUNDS")
         assert http.post(f"/v1/refunds/{refund_id}/receipt", json={"received": True}).is_success
         _wait_status(http, refund_id, "COMPLETED")
+        # The customer's notices went through the dev mail server into the mail folder.
+        mails = sorted((stack.data_dir / "mail").glob("*.eml"))
+        assert mails and all(b"Subject:" in m.read_bytes() for m in mails)
         waiting = _start_refund(http, "smoke-2", "wechat", 99900)
         _wait_status(http, waiting, "AWAITING_APPROVAL")
 
