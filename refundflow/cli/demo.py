@@ -18,6 +18,8 @@ from refundflow.gateways.simulators.dev import never_settle
 from refundflow.workflows.client import refund_id_for
 
 console = Console()
+# Each provider's own id shape (Stripe refunds a PaymentIntent).
+_TXN_PREFIX = {"card": "pi_", "stripe": "pi_", "alipay": "2026", "wechat": "4200"}
 
 
 def _order(
@@ -48,7 +50,7 @@ def _order(
             {
                 "payment_id": "p1",
                 "method": method,
-                "provider_txn_id": f"{method}-{uuid.uuid4().hex[:16]}",
+                "provider_txn_id": _TXN_PREFIX.get(method, method + "-") + uuid.uuid4().hex[:16],
                 "captured": amount,
                 "currency": currency,
                 "paid_at": placed.isoformat(),
@@ -156,7 +158,8 @@ def run_demo(api_url: str, key: str, data_dir: Path) -> None:
     # A few seconds let the runs reach the stage they wait in.
     time.sleep(5)
     table = Table("scenario", "refund", "status", "what happens")
-    table.columns[1].no_wrap = True
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for name, what, refund_id in started:
         status = api.call("GET", f"/v1/refunds/{refund_id}")["status"]
         table.add_row(name, refund_id, status, what)

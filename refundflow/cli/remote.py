@@ -84,10 +84,12 @@ def refunds_list(
         cursor = page["next_cursor"]
         if not cursor:
             break
-    table = Table("refund", "order", "status", "amount", "reason", "updated")
+    table = Table("refund", "status", "amount", "order", "reason", "updated")
+    for column in table.columns[:3]:
+        column.no_wrap = True  # ids and statuses are copied whole, never wrapped
     for r in rows[:limit]:
         table.add_row(
-            r["refund_id"], r["order_id"], r["status"], _money(r), r["reason"], r["updated_at"]
+            r["refund_id"], r["status"], _money(r), r["order_id"], r["reason"], r["updated_at"][:16]
         )
     console.print(table)
 
@@ -114,7 +116,9 @@ def refunds_show(refund_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = ""
     if timeline:
         table = Table("at", "event", "actor", "message")
         for t in timeline:
-            table.add_row(str(t.get("at")), t.get("kind", ""), t.get("actor", ""), t["message"])
+            table.add_row(
+                str(t.get("at"))[:19], t.get("kind", ""), t.get("actor", ""), t["message"]
+            )
         console.print(table)
 
 
