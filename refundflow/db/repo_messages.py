@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import CursorResult, update
 from sqlmodel import Session, col, or_, select
 
 from refundflow.db.guards import atomic, insert_once
@@ -42,7 +43,11 @@ def claim_idempotency_key(
     key: str,
     request_hash: str,
     at: datetime | None = None,
+    stale_after: timedelta = timedelta(minutes=2),
 ) -> IdempotencyClaim:
+    """``NEW`` when this caller owns the key now. A claim left ``in_flight`` longer than
+    ``stale_after`` (its API process died mid-request) is taken over: safe because whatever
+    the request started is named by the key itself (the refund id derives from it)."""
     now = at or utcnow()
     row = IdempotencyKeyRow(
         merchant_id=merchant_id, key=key, request_hash=request_hash, created_at=now, updated_at=now
@@ -58,7 +63,31 @@ def claim_idempotency_key(
         return IdempotencyClaim(ClaimOutcome.MISMATCH, refund_id=existing.refund_id)
     if existing.state == "done":
         return IdempotencyClaim(ClaimOutcome.DONE, existing.refund_id, existing.response)
+    if existing.updated_at < now - stale_after and _take_over(
+        session, existing, now - stale_after, now
+    ):
+        return IdempotencyClaim(ClaimOutcome.NEW, refund_id=existing.refund_id)
     return IdempotencyClaim(ClaimOutcome.IN_FLIGHT, refund_id=existing.refund_id)
+
+
+def _take_over(
+    session: Session, row: IdempotencyKeyRow, stale_before: datetime, now: datetime
+) -> bool:
+    """Refresh a stale in-flight claim for this caller; only one of several racing callers
+    wins, because the update is conditional on the claim still being stale."""
+    statement = (
+        update(IdempotencyKeyRow)
+        .where(
+            col(IdempotencyKeyRow.merchant_id) == row.merchant_id,
+            col(IdempotencyKeyRow.key) == row.key,
+            col(IdempotencyKeyRow.state) == "in_flight",
+            col(IdempotencyKeyRow.updated_at) < stale_before,
+        )
+        .values(updated_at=now)
+    )
+    with atomic(session):
+        result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return result.rowcount == 1
 
 
 def complete_idempotency_key(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -63,6 +65,26 @@ def test_idempotency_key_release_allows_a_retry(session: Session) -> None:
     assert release_idempotency_key(session, merchant_id=MERCHANT, key="idem-2")
     assert _claim(session, "h", key="idem-2") is ClaimOutcome.NEW
     session.commit()
+
+
+def test_a_stale_in_flight_key_is_taken_over_once(session: Session) -> None:
+    start = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+
+    def claim(at: datetime, hash_: str = "h") -> ClaimOutcome:
+        return claim_idempotency_key(
+            session, merchant_id=MERCHANT, key="idem-3", request_hash=hash_, at=at
+        ).outcome
+
+    assert claim(start) is ClaimOutcome.NEW
+    session.commit()
+    # Its API process died: within two minutes the key is still busy, after that the next
+    # caller takes it over, and the one after that finds it busy again.
+    assert claim(start + timedelta(seconds=90)) is ClaimOutcome.IN_FLIGHT
+    later = start + timedelta(minutes=3)
+    assert claim(later, "other") is ClaimOutcome.MISMATCH  # a different request never does
+    assert claim(later) is ClaimOutcome.NEW
+    session.commit()
+    assert claim(later + timedelta(seconds=1)) is ClaimOutcome.IN_FLIGHT
 
 
 def test_webhook_events_are_deduplicated(session: Session, engine: Engine) -> None:
