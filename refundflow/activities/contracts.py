@@ -126,6 +126,9 @@ class PayoutCall(BaseModel):
     original_txn_id: str = ""
     original_amount: int = 0
     original_paid_at: datetime | None = None
+    order_id: str = ""
+    payment_id: str = ""
+    """The tender being refunded, for the provider's per-payment limits."""
     bank_account: BankAccount | None = None
     reason: str = ""
 

@@ -9,6 +9,7 @@ the same one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import ApiKeyRow, AuditEventRow, RefundRow
 from refundflow.db.repository import (
     append_audit,
+    count_provider_refunds,
     count_recent_refunds,
     create_refund,
     enqueue_outbox,
@@ -43,6 +45,7 @@ from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError, OverRefund
 from refundflow.domain.orders import PaymentMethod, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
+from refundflow.domain.provider_rules import provider_refusal
 from refundflow.domain.quote import Quote
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.balance import refunds_account
@@ -293,6 +296,10 @@ class RefundActivities:
             known = await gateway.query(instruction)
             if known.status is not PayoutStatus.NOT_FOUND:
                 return known
+        refused = await asyncio.to_thread(self._provider_refusal, call)
+        if refused is not None:
+            code, message = refused
+            return PayoutResult(status=PayoutStatus.FAILED_PERMANENT, code=code, message=message)
         try:
             return await gateway.refund(instruction)
         except GatewayTimeout as exc:
@@ -303,6 +310,27 @@ class RefundActivities:
     @activity.defn(name=c.QUERY_PAYOUT)
     async def query_payout(self, call: c.PayoutCall) -> PayoutResult:
         return await self._gateway(call.record.route).query(call.instruction())
+
+    def _provider_refusal(self, call: c.PayoutCall) -> tuple[str, str] | None:
+        r = call.record
+        if not call.payment_id or not call.original_txn_id:
+            return None  # not a refund of an original payment (balance, bank transfer...)
+        with session_scope(self.engine, readonly=True) as s:
+            earlier = count_provider_refunds(
+                s,
+                merchant_id=call.merchant_id,
+                order_id=call.order_id,
+                payment_id=call.payment_id,
+                route=r.route.value,
+                excluding=r.key,
+            )
+        return provider_refusal(
+            r.route,
+            paid_at=call.original_paid_at,
+            # The server's clock, like the run's: test servers skip time.
+            now=activity.info().current_attempt_scheduled_time,
+            earlier_refunds=earlier,
+        )
 
     def _gateway(self, route: PaymentMethod) -> Gateway:
         gateway = self.gateways.get(route)

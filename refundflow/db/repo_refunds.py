@@ -586,6 +586,31 @@ def settle_payout(
     return True
 
 
+def count_provider_refunds(
+    session: Session,
+    *,
+    merchant_id: str,
+    order_id: str,
+    payment_id: str,
+    route: str,
+    excluding: str = "",
+) -> int:
+    """Payouts through ``route`` the provider has (or may have) taken on this payment: the
+    per-payment refund count some providers cap (WeChat Pay: 50)."""
+    refunds_of_payment = select(ReservationRow.refund_id).where(
+        ReservationRow.merchant_id == merchant_id,
+        ReservationRow.order_id == order_id,
+        ReservationRow.payment_id == payment_id,
+    )
+    statement = select(PayoutRow.payout_key).where(
+        col(PayoutRow.refund_id).in_(refunds_of_payment),
+        PayoutRow.route == route,
+        col(PayoutRow.status).in_(["accepted", "settled", "unknown"]),
+        PayoutRow.payout_key != excluding,
+    )
+    return len(set(session.exec(statement).all()))
+
+
 def get_payout(session: Session, *, payout_key: str) -> PayoutRow | None:
     return _payout(session, payout_key)
 

@@ -35,6 +35,7 @@ from refundflow.db.repo_orders import get_order, tender_balances, upsert_order
 from refundflow.db.repo_records import account_balance, append_audit, list_audit, post_ledger
 from refundflow.db.repo_refunds import (
     consume_reservation,
+    count_provider_refunds,
     count_recent_refunds,
     create_refund,
     get_payout,
@@ -61,6 +62,7 @@ __all__ = [
     "claim_outbox",
     "complete_idempotency_key",
     "consume_reservation",
+    "count_provider_refunds",
     "count_recent_refunds",
     "create_api_key",
     "create_refund",

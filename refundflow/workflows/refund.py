@@ -545,6 +545,8 @@ class RefundWorkflow:
             original_txn_id=tender.provider_txn_id if tender else "",
             original_amount=tender.captured if tender else 0,
             original_paid_at=tender.paid_at if tender else None,
+            order_id=order.order_id,
+            payment_id=tender.payment_id if tender else "",
             bank_account=record.bank_account,
             reason=self.inp.request.reason.value,
         )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from refundflow.db.engine import session_scope
+from refundflow.db.repository import count_provider_refunds
 from refundflow.domain.states import (
     CustomerConfirmation,
     OpsAction,
@@ -14,7 +16,7 @@ from refundflow.domain.states import (
     RefundStatus,
 )
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import Stack, payment
+from tests.workflows.conftest import MERCHANT, Stack, payment
 from tests.workflows.test_refund_paths import decide, kinds, wait_status
 
 ACCOUNT = {
@@ -128,3 +130,35 @@ async def test_ops_retry_after_an_unknown_outcome_keeps_the_key(stack: Stack) ->
     assert [p.key for p in result.payouts] == ["r-unk:1:1"]
     assert [r.payout_key for r in stack.sandbox.refunds("r-unk:")] == ["r-unk:1:1"]
     assert stack.tender("p1").refunded == 4000
+
+
+async def test_a_payment_past_the_providers_window_is_not_sent_and_falls_back(
+    stack: Stack,
+) -> None:
+    # Paid 400 days ago by WeChat Pay (which refunds for a year), delivered only yesterday.
+    paid = await stack.now() - timedelta(days=400)
+    tender = {**payment("p1", "wechat", 10000, paid), "paid_at": paid.isoformat()}
+    order = await stack.order(placed_at=paid.isoformat(), payments=[tender])
+    result = await stack.finish(await stack.start("r-old", order))
+    assert result.status is RefundStatus.COMPLETED
+    assert [(p.route.value, p.status.value, p.code) for p in result.payouts] == [
+        ("wechat", "failed_permanent", "REFUND_WINDOW_EXPIRED"),
+        ("balance", "settled", "CREDITED"),
+    ]
+    assert stack.sandbox.count("r-old:") == 0  # the provider was never asked
+
+
+async def test_refunds_on_one_payment_are_counted_for_the_providers_cap(stack: Stack) -> None:
+    order = await stack.order(payments=[payment("p1", "wechat", 10000, await stack.now())])
+    for n in (1, 2):
+        assert (await stack.finish(await stack.start(f"r-cap-{n}", order))).status is (
+            RefundStatus.COMPLETED
+        )
+    with session_scope(stack.engine, readonly=True) as s:
+        counted = count_provider_refunds(
+            s, merchant_id=MERCHANT, order_id=order.order_id, payment_id="p1", route="wechat"
+        )
+        other_route = count_provider_refunds(
+            s, merchant_id=MERCHANT, order_id=order.order_id, payment_id="p1", route="alipay"
+        )
+    assert (counted, other_route) == (2, 0)
