@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.simulators.core import parse_rule as _parse_rule
 
 log = logging.getLogger(__name__)
 
@@ -329,21 +330,6 @@ class SandboxGateway:
         task = loop.create_task(self._deliver(event))
         self._pending.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._pending.discard)
-
-
-def _parse_rule(rule: str) -> tuple[float | None, int | None]:
-    """``(seconds, queries)``; both None means the refund settles only when told to."""
-    kind, _, value = rule.partition(":")
-    try:
-        if rule == "never":
-            return None, None
-        if kind == "seconds" and float(value) >= 0:
-            return float(value), None
-        if kind == "queries" and int(value) >= 1:
-            return None, int(value)
-    except ValueError:
-        pass
-    raise ValueError(f"settlement rule {rule!r}: use 'never', 'queries:N>=1' or 'seconds:S>=0'")
 
 
 def _check_behaviour(behaviour: Behaviour) -> tuple[str, str]:

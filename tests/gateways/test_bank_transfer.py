@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from refundflow.domain.orders import BankAccount, PaymentMethod
-from refundflow.domain.states import PayoutEvent, PayoutStatus
+from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.bank_transfer import (
     BATCHES_PATH,
     SIGNATURE_HEADER,
@@ -30,58 +23,11 @@ from refundflow.gateways.bank_transfer import (
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
 from refundflow.gateways.simulators.bank import BankSimulator
 from refundflow.gateways.simulators.core import SimLedger, SimulatorHost
+from tests.gateways.webhook_receiver import Receiver
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED
 FAILED, NOT_FOUND = PayoutStatus.FAILED_PERMANENT, PayoutStatus.NOT_FOUND
 IBAN = "DE89 3704 0044 0532 0130 00"
-
-
-class Receiver:
-    """The merchant's webhook endpoint: a real HTTP server on a free port, in its own thread."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = ""
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "webhook receiver did not start"
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    async def _hook(self, request: Request) -> Response:
-        self.calls.append((dict(request.headers), await request.body()))
-        return Response(status_code=200)
-
-    async def events(
-        self, verify: Callable[[dict[str, str], bytes], PayoutEvent], key: str, count: int
-    ) -> list[PayoutEvent]:
-        """The verified events about ``key``, once at least ``count`` have arrived."""
-        deadline = time.monotonic() + 5
-        while True:
-            found = [e for e in (verify(h, b) for h, b in list(self.calls)) if e.payout_key == key]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            await asyncio.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")

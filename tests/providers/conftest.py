@@ -26,7 +26,7 @@ from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_provider
 from refundflow.gateways.simulators.core import SimLedger, SimRefund, SimulatorHost
 from refundflow.settings import Settings
-from tests.workflows.conftest import Stack, open_stack
+from tests.workflows.conftest import ACCOUNT, Stack, open_stack
 
 
 @dataclass(frozen=True)
@@ -88,16 +88,6 @@ def _bank(ledger: SimLedger, keys: Path, notify_url: str) -> Any:
 def _bank_funds(sim: Any, txn: str, amount: int, currency: str, paid_at: float) -> None:
     # A bank pays from the merchant's account, not from the customer's payment.
     sim.fund(amount, currency)
-
-
-ACCOUNT = {
-    "holder_name": "Li Lei",
-    "account_number": "6222020200112233",
-    "bank_name": "ICBC",
-    "bank_code": "ICBKCNBJ",
-    "country": "CN",
-    "currency": "CNY",
-}
 
 
 def _wechat_no(key: str) -> str:

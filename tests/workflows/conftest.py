@@ -48,6 +48,14 @@ from refundflow.workflows.refund import RefundWorkflow
 
 MERCHANT = "shop-1"
 APPROVERS = ("alice", "bob", "carol")
+ACCOUNT = {  # a customer's bank account, for transfers and fallbacks
+    "holder_name": "Li Lei",
+    "account_number": "6222020200112233",
+    "bank_name": "ICBC",
+    "bank_code": "ICBKCNBJ",
+    "country": "CN",
+    "currency": "CNY",
+}
 
 
 @dataclass

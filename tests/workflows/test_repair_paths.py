@@ -16,17 +16,8 @@ from refundflow.domain.states import (
     RefundStatus,
 )
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import MERCHANT, Stack, payment
+from tests.workflows.conftest import ACCOUNT, MERCHANT, Stack, payment
 from tests.workflows.test_refund_paths import decide, kinds, wait_status
-
-ACCOUNT = {
-    "holder_name": "Li Lei",
-    "account_number": "6222020200112233",
-    "bank_name": "ICBC",
-    "bank_code": "ICBKCNBJ",
-    "country": "CN",
-    "currency": "CNY",
-}
 
 
 async def test_ops_marks_a_payout_settled_during_follow_up(stack: Stack) -> None:

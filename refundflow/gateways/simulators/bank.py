@@ -18,14 +18,10 @@ debtor accounts per client, recalls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
-import secrets
-import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +47,7 @@ from refundflow.gateways.bank_transfer import (
     request_signature,
     webhook_signature,
 )
+from refundflow.gateways.simulators import keys
 from refundflow.gateways.simulators.core import (
     FAILED,
     SUCCESS,
@@ -95,7 +92,7 @@ class BankSimulator:
         ``data_dir`` (default: the ledger's folder)."""
         self.ledger = ledger
         self.notify_url = notify_url
-        stored = _stored_secrets(
+        stored = keys.load_or_create_secrets(
             (data_dir or ledger.path.parent) / "bank_credentials.json",
             {
                 "client_id": "merchant-",
@@ -384,21 +381,3 @@ def _error(status: int, code: str, message: str, *, retry_after: str = "") -> Re
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def _stored_secrets(path: Path, prefixes: dict[str, str]) -> dict[str, str]:
-    """Secrets generated on first use and kept in ``path``; concurrent starters agree on the
-    first file written (hard link into place fails when another process got there first)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = {name: prefix + secrets.token_hex(24) for name, prefix in prefixes.items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(fresh, handle)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    stored: dict[str, str] = json.loads(path.read_text())
-    return stored

@@ -150,7 +150,7 @@ class SimLedger:
         hold_seconds: float = 30.0,
         auto_payments: bool = False,
     ) -> None:
-        _parse_rule(settlement)
+        parse_rule(settlement)
         self.path = Path(path)
         self.clock = clock
         self.settlement = settlement
@@ -228,7 +228,7 @@ class SimLedger:
             if kind == "permanent":
                 return RefundOutcome("refused", code=arg)
             rule = arg if kind in ("ok", "timeout_after_commit") and arg else self.settlement
-            seconds, queries = _parse_rule(rule)
+            seconds, queries = parse_rule(rule)
             mode, hook_arg = _next(conn, "hook", refund_no, default=("once", ""))
             now = self.clock()
             provider_ref, trace_ref = make_refs(refund_no)
@@ -435,7 +435,8 @@ def digits_ref(refund_no: str, salt: str, length: int) -> str:
     return f"{number % 10**length:0{length}d}"
 
 
-def _parse_rule(rule: str) -> tuple[float | None, int | None]:
+def parse_rule(rule: str) -> tuple[float | None, int | None]:
+    """``(seconds, queries)``; both None means the refund settles only when told to."""
     kind, _, value = rule.partition(":")
     try:
         if rule == "never":
@@ -458,7 +459,7 @@ def _check_refund(behaviour: Behaviour) -> tuple[str, str]:
     if kind == "transient" and arg:
         raise ValueError("'transient' takes no argument")
     if kind in ("ok", "timeout_after_commit") and arg:
-        _parse_rule(arg)
+        parse_rule(arg)
     return kind, arg
 
 

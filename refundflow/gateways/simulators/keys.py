@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import secrets
 import tempfile
@@ -109,6 +110,17 @@ def load_or_create_secret(path: Path, make: Callable[[], str]) -> str:
     if not path.exists():
         _create_exclusively(path, make() + "\n")
     return path.read_text().strip()
+
+
+def load_or_create_secrets(path: Path, prefixes: dict[str, str]) -> dict[str, str]:
+    """Named secrets (``prefix`` + random hex) kept together as JSON, made on first use;
+    processes starting at once agree on the first file written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fresh = {name: prefix + secrets.token_hex(24) for name, prefix in prefixes.items()}
+        _create_exclusively(path, json.dumps(fresh))
+    stored: dict[str, str] = json.loads(path.read_text())
+    return stored
 
 
 def load_bundle(path: Path) -> KeyPair:

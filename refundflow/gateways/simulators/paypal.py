@@ -29,9 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import tempfile
 import threading
 import uuid
 import zlib
@@ -103,7 +101,7 @@ class PayPalSimulator:
         self.notify_url = notify_url
         self.token_ttl_s = token_ttl_s
         folder = data_dir or ledger.path.parent
-        creds = _stored_secrets(
+        creds = keys.load_or_create_secrets(
             folder / "paypal_credentials.json",
             {"client_id": "AZsim", "client_secret": "EKsim", "webhook_id": "WH"},
         )
@@ -475,21 +473,3 @@ def _debug_id() -> str:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _stored_secrets(path: Path, prefixes: dict[str, str]) -> dict[str, str]:
-    """Secrets generated on first use and kept in ``path``; concurrent starters agree on the
-    first file written (hard link into place fails when another process got there first)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = {name: prefix + secrets.token_hex(24) for name, prefix in prefixes.items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(fresh, handle)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    stored: dict[str, str] = json.loads(path.read_text())
-    return stored

@@ -23,9 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from refundflow.gateways.simulators import keys
 from refundflow.gateways.simulators.core import (
     FAILED,
     SUCCESS,
@@ -65,12 +64,12 @@ class StripeSimulator:
         """Keys are generated once under ``data_dir`` (default: the ledger's folder)."""
         self.ledger = ledger
         self.notify_url = notify_url
-        keys = _stored_secrets(
+        stored = keys.load_or_create_secrets(
             (data_dir or ledger.path.parent) / "stripe_keys.json",
             {"secret_key": "sk_test_", "webhook_secret": "whsec_"},
         )
-        self.secret_key = keys["secret_key"]
-        self.webhook_secret = keys["webhook_secret"]
+        self.secret_key = stored["secret_key"]
+        self.webhook_secret = stored["webhook_secret"]
         self.base_url = ""
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -428,21 +427,3 @@ def _json(
 ) -> Response:
     base = {"Request-Id": "req_" + secrets.token_hex(7)}
     return JSONResponse(body, status_code=status, headers=base | (headers or {}))
-
-
-def _stored_secrets(path: Path, prefixes: dict[str, str]) -> dict[str, str]:
-    """Secrets generated on first use and kept in ``path``; concurrent starters agree on the
-    first file written (hard link into place fails when another process got there first)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = {name: prefix + secrets.token_hex(24) for name, prefix in prefixes.items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(fresh, handle)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    stored: dict[str, str] = json.loads(path.read_text())
-    return stored
