@@ -18,7 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from refundflow.activities.notify import NotifyActivities
+from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings, get_settings
@@ -87,7 +87,9 @@ async def run(settings: Settings | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
+        sweeper = asyncio.create_task(sweep_outbox(notify))
         await stop.wait()
+        sweeper.cancel()
     await notify.aclose()
     activities.close()
 

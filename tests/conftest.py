@@ -1,6 +1,7 @@
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,29 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-@pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """One time-skipping test server for the session (tests using it run one at a time)."""
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     server = Path(sys.executable).parent / "temporal-test-server"
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(server), data_converter=pydantic_data_converter
     )
     await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping test server for the session (tests using it run one at a time).
+    Its clock only moves forward, by however much earlier tests skipped."""
+    async with time_skipping_server() as environment:
+        yield environment
+
+
+@pytest.fixture
+async def fresh_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server of its own, for a test that needs the clock at a given date."""
+    async with time_skipping_server() as environment:
+        yield environment

@@ -9,6 +9,8 @@ refund.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,8 @@ from temporalio.exceptions import ApplicationError
 from refundflow.activities.contracts import DELIVER_NOTIFICATIONS, DeliverInput, DeliverResult
 from refundflow.notify.config import NotifyConfig, build_dispatcher
 from refundflow.notify.dispatcher import NotificationDispatcher
+
+log = logging.getLogger(__name__)
 
 
 class NotifyActivities:
@@ -48,3 +52,15 @@ class NotifyActivities:
                 type="notifications_pending",
             )
         return DeliverResult(sent=report.sent, failed=report.failed, pending=report.pending)
+
+
+async def sweep_outbox(notify: NotifyActivities, *, every_s: float = 300.0) -> None:
+    """Until cancelled: deliver pending rows of any refund. The runs deliver their own
+    notices; this picks up what a finished run left behind (a mail server down past every
+    retry, a worker that died mid-delivery)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await notify.dispatcher.deliver_batch()
+        except Exception:
+            log.exception("outbox sweep failed; trying again in %s s", every_s)

@@ -27,7 +27,7 @@ from rich.panel import Panel
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from refundflow.activities.notify import NotifyActivities
+from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app
 from refundflow.db.engine import make_engine, session_scope
@@ -168,10 +168,12 @@ class DevStack:
         api = uvicorn.Server(config)
         token, new = admin_key(engine, self.data_dir, self.merchant)
         async with worker:
+            sweeper = asyncio.create_task(sweep_outbox(notify, every_s=60))
             serving = asyncio.create_task(api.serve())
             while not api.started and not serving.done():
                 await asyncio.sleep(0.05)
             if serving.done():
+                sweeper.cancel()
                 await serving  # the port is taken, say so
                 return
             self._banner(token, new)
@@ -180,6 +182,7 @@ class DevStack:
             api.should_exit = True
             await serving
             stop.cancel()
+            sweeper.cancel()
         await notify.aclose()
         self.console.print("[green]stopped[/green]: the data stays in", str(self.data_dir))
 

@@ -124,6 +124,15 @@ def _wait_status(http: httpx.Client, refund_id: str, wanted: str, seconds: float
     raise AssertionError(f"{refund_id} stayed {status}, never {wanted}")
 
 
+def _wait_settled(http: httpx.Client, refund_id: str, seconds: float = 30) -> list[Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        payouts: list[Any] = http.get(f"/v1/refunds/{refund_id}").json()["live"]["payouts"]
+        if all(p["status"] == "settled" for p in payouts) or time.monotonic() > deadline:
+            return payouts
+        time.sleep(0.5)
+
+
 def _order(method: str, amount: int) -> dict[str, Any]:
     placed = (datetime.now(UTC) - timedelta(days=2)).isoformat()
     return {
@@ -138,7 +147,8 @@ def _order(method: str, amount: int) -> dict[str, Any]:
             {
                 "payment_id": "p1",
                 "method": method,
-                "provider_txn_id": f"txn-{method}-{amount}",
+                # A card payment is a Stripe PaymentIntent.
+                "provider_txn_id": f"{'pi_' if method == 'card' else 'txn-'}{method}{amount}",
                 "captured": amount,
                 "currency": "CNY",
                 "paid_at": placed,
@@ -147,7 +157,9 @@ def _order(method: str, amount: int) -> dict[str, Any]:
     }
 
 
-def _start_refund(http: httpx.Client, order_id: str, method: str, amount: int) -> str:
+def _start_refund(
+    http: httpx.Client, order_id: str, method: str, amount: int, **request: Any
+) -> str:
     assert http.put(f"/v1/orders/{order_id}", json=_order(method, amount)).status_code == 200
     response = http.post(
         "/v1/refunds",
@@ -156,6 +168,7 @@ def _start_refund(http: httpx.Client, order_id: str, method: str, amount: int) -
             "items": [{"line_id": "l1", "quantity": 1}],
             "reason": "CHANGED_MIND",
             "contact": {"email": "c1@example.com", "locale": "zh-CN"},
+            **request,
         },
         headers={"Idempotency-Key": f"smoke-{order_id}"},
     )
@@ -194,6 +207,45 @@ def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack)
         # The run that was waiting when the stack stopped goes on where it was.
         stack.cli("approve", waiting, "--key", approver, "--api-url", stack.api_url)
         _wait_status(http, waiting, "AWAITING_FUNDS")
+
+        # Every other provider, each through its own simulator (no fallback to the balance).
+        account = {
+            "holder_name": "Li Lei",
+            "account_number": "6222020200112233",
+            "bank_name": "ICBC",
+            "bank_code": "ICBKCNBJ",
+            "country": "CN",
+            "currency": "CNY",
+        }
+        to_bank = {"destination": {"kind": "BANK_TRANSFER", "bank_account": account}}
+        small = {
+            "card": _start_refund(http, "smoke-card", "card", 5000),
+            "paypal": _start_refund(http, "smoke-paypal", "paypal", 6000),
+            "bank_transfer": _start_refund(http, "smoke-bank", "alipay", 7000, **to_bank),
+        }
+        for route, rid in small.items():
+            _wait_status(http, rid, "AWAITING_FUNDS")
+            payouts = _wait_settled(http, rid)
+            assert [(p["route"], p["status"]) for p in payouts] == [(route, "settled")]
+
+        # Approver and ops commands, as an approver and ops would type them.
+        rejected = _start_refund(http, "smoke-reject", "alipay", 99800)
+        cancelled = _start_refund(http, "smoke-cancel", "alipay", 99700)
+        for rid in (rejected, cancelled):
+            _wait_status(http, rid, "AWAITING_APPROVAL")
+        remote = ("--api-url", stack.api_url)
+        stack.cli(
+            "reject", rejected, "--comment", "not as described? photos", "--key", approver, *remote
+        )
+        stack.cli(
+            "ops", "cancel", cancelled, "--note", "customer withdrew", "--key", admin, *remote
+        )
+        _wait_status(http, rejected, "REJECTED")
+        _wait_status(http, cancelled, "CANCELLED")
+        listed = stack.cli("refunds", "list", "--status", "COMPLETED", "--key", admin, *remote)
+        assert refund_id in listed and waiting not in listed
+        shown = stack.cli("refunds", "show", refund_id, "--key", admin, *remote)
+        assert "COMPLETED" in shown and "payout_settled" in shown and "alice" in shown
     assert f"refund-{refund_id}" in [
         w["execution"]["workflowId"] for w in stack.temporal_list("RefundStatus='COMPLETED'")
     ]

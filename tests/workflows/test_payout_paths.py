@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from refundflow.domain.states import CustomerConfirmation, OpsAction, ReceiptReport, RefundStatus
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import Stack, payment
+from tests.workflows.conftest import Stack, open_stack, payment
 from tests.workflows.test_refund_paths import decide, kinds, view, wait_status, wait_until
 
 
@@ -115,14 +120,24 @@ async def test_permanent_failure_without_fallback_escalates_and_ops_switch(stack
     assert [p.route.value for p in result.latest_payouts()] == ["balance"]
 
 
-async def test_delay_notice_on_the_right_business_day_across_national_day(stack: Stack) -> None:
+@pytest.fixture
+async def dated_stack(fresh_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    # Its own server: the shared one's clock may already be past the date this test needs.
+    async with open_stack(fresh_env, tmp_path) as opened:
+        yield opened
+
+
+async def test_delay_notice_on_the_right_business_day_across_national_day(
+    dated_stack: Stack,
+) -> None:
     """Payout sent Thursday 2027-09-30 by Alipay (1-3 CN business days). Oct 1-5 are the
     National Day holidays (the 2nd and 3rd a weekend), so the business days are Oct 6, 7, 8:
     expected by Friday Oct 8. The delay notice is due on the next business day, Monday Oct 11."""
+    stack = dated_stack
     now = await stack.now()
     target = datetime(2027, 9, 30, 2, 0, tzinfo=UTC)
-    if now < target:
-        await stack.env.sleep(target - now)
+    assert now < target, "a fresh test server starts at today's date"
+    await stack.env.sleep(target - now)
     stack.sandbox.default_settlement("never")
     order = await stack.order("o-nd")
     handle = await stack.start("r-nd", order)
