@@ -34,7 +34,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from refundflow.domain.money import exponent
+from refundflow.domain.errors import DomainError
+from refundflow.domain.money import exponent, from_major
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
 
@@ -186,6 +187,12 @@ class BankTransferGateway:
         if not key:
             raise ValueError("bank transfer without end_to_end_id")
         result = _result(transfer)
+        amount = transfer.get("amount") or {}
+        currency = str(amount.get("currency") or "")
+        try:
+            minor: int | None = from_major(str(amount.get("value")), currency)
+        except (DomainError, ArithmeticError, ValueError, KeyError):
+            minor, currency = None, ""
         return PayoutEvent(
             payout_key=key,
             status=result.status,
@@ -193,6 +200,8 @@ class BankTransferGateway:
             trace_ref=result.trace_ref,
             code=result.code,
             event_id=str(event.get("event_id") or ""),
+            amount=minor,
+            currency=currency,
         )
 
     # ------------------------------------------------------------------ wire

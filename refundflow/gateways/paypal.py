@@ -395,6 +395,12 @@ def _event(body: bytes) -> PayoutEvent:
     if not key:
         raise ValueError("paypal refund without custom_id: not one of ours")
     result = _result(resource)
+    amount = resource.get("amount") or {}
+    currency = str(amount.get("currency_code") or "")
+    try:
+        minor: int | None = minor_from_value(str(amount.get("value")), currency)
+    except (DomainError, ValueError):
+        minor, currency = None, ""
     return PayoutEvent(
         payout_key=key,
         status=result.status,
@@ -402,6 +408,8 @@ def _event(body: bytes) -> PayoutEvent:
         trace_ref=result.trace_ref,
         code=result.code,
         event_id=str(event.get("id") or ""),
+        amount=minor,
+        currency=currency,
     )
 
 

@@ -156,6 +156,8 @@ class StripeGateway:
             trace_ref=result.trace_ref,
             code=result.code,
             event_id=str(event.get("id") or ""),
+            # Stripe's amount is in the currency's smallest unit, as ours.
+            amount=obj["amount"] if isinstance(obj.get("amount"), int) else None,
         )
 
 

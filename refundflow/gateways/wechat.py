@@ -215,6 +215,8 @@ class WechatGateway:
             trace_ref=str(refund.get("user_received_account", "")),
             code=refund_status,
             event_id=event_id,
+            amount=_refund_fen(refund),
+            currency="CNY",  # domestic refunds are in fen of CNY
         )
 
     # ------------------------------------------------------------------ wire
@@ -341,3 +343,10 @@ def _rfc3339(value: Any) -> dt.datetime | None:
         return dt.datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+def _refund_fen(refund: Mapping[str, Any]) -> int | None:
+    """The refunded amount a notification names (``amount.refund``, fen), if it names one."""
+    amount = refund.get("amount")
+    value = amount.get("refund") if isinstance(amount, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -734,9 +734,8 @@ class RefundWorkflow:
                 # Ahead of our own record of that payout: kept until the record exists.
                 early.append(event)
                 continue
-            if event.amount is not None and (event.amount, event.currency) != (
-                record.payout_amount,
-                record.payout_currency,
+            if (event.amount is not None and event.amount != record.payout_amount) or (
+                event.currency and event.currency != record.payout_currency
             ):
                 await self._record(
                     "message_ignored",

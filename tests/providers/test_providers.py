@@ -53,6 +53,9 @@ async def test_a_duplicate_webhook_is_applied_once(provider: ProviderStack) -> N
     rows = await p.wait_for_webhooks(1)
     assert len(rows) == 1  # the second delivery of the same event was recognised
     assert rows[0].payload["payout_key"] == f"{p.name}-twice:1:1"
+    # What the provider says it refunded, checked by the run against the payout (Alipay's
+    # notification names only the trade's running total, so it names no amount here).
+    assert rows[0].payload["amount"] == (None if p.name == "alipay" else 4000)
     assert [k for k in p.stack.audit_kinds(f"{p.name}-twice") if k == "payout_settled"] == [
         "payout_settled"
     ]

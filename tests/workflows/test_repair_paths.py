@@ -153,3 +153,22 @@ async def test_refunds_on_one_payment_are_counted_for_the_providers_cap(stack: S
             s, merchant_id=MERCHANT, order_id=order.order_id, payment_id="p1", route="alipay"
         )
     assert (counted, other_route) == (2, 0)
+
+
+async def test_a_provider_event_naming_another_amount_is_ignored(stack: Stack) -> None:
+    stack.sandbox.default_settlement("never")
+    handle = await stack.start("r-odd", await stack.order())
+    await wait_status(stack, handle, RefundStatus.AWAITING_FUNDS)
+    odd = PayoutEvent(
+        payout_key="r-odd:1:1",
+        status=PayoutStatus.SETTLED,
+        event_id="e-odd",
+        amount=400,
+        currency="CNY",
+    )
+    await handle.signal(RefundWorkflow.payout_event, odd)
+    await stack.env.sleep(timedelta(minutes=1))
+    state = await wait_status(stack, handle, RefundStatus.AWAITING_FUNDS)
+    ignored = [t for t in state.timeline if t.kind == "message_ignored"]
+    assert [t.data["code"] for t in ignored] == ["payout_event_mismatch"]
+    assert [p.status.value for p in state.payouts] == ["accepted"]
