@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.workflows.conftest import ACCOUNT
+
 BIN = Path(sys.executable).parent
 
 
@@ -209,15 +211,7 @@ def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack)
         _wait_status(http, waiting, "AWAITING_FUNDS")
 
         # Every other provider, each through its own simulator (no fallback to the balance).
-        account = {
-            "holder_name": "Li Lei",
-            "account_number": "6222020200112233",
-            "bank_name": "ICBC",
-            "bank_code": "ICBKCNBJ",
-            "country": "CN",
-            "currency": "CNY",
-        }
-        to_bank = {"destination": {"kind": "BANK_TRANSFER", "bank_account": account}}
+        to_bank = {"destination": {"kind": "BANK_TRANSFER", "bank_account": ACCOUNT}}
         small = {
             "card": _start_refund(http, "smoke-card", "card", 5000),
             "paypal": _start_refund(http, "smoke-paypal", "paypal", 6000),
