@@ -106,8 +106,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         if s.process is not None and s.process.poll() is None:
-            s.process.kill()
-            s.process.wait()
+            # Ctrl-C first: a killed stack would leave its Temporal server running.
+            s.stop()
 
 
 def _client(stack: Stack, key: str) -> httpx.Client:
