@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,9 +12,17 @@ from temporalio.client import Client
 from refundflow.api import errors, metrics
 from refundflow.api.routers import admin, orders, refunds, webhooks
 from refundflow.db.engine import make_engine
+from refundflow.domain.orders import PaymentMethod
+from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_gateways, webhook_gateways
 from refundflow.settings import Settings, get_settings
 from refundflow.worker import connect
+
+
+def use_gateways(app: FastAPI, gateways: Mapping[PaymentMethod, Gateway]) -> None:
+    """The gateways whose webhooks the app verifies, and which provider pays which route."""
+    app.state.webhook_gateways = webhook_gateways(gateways)
+    app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
 
 
 def create_app(
@@ -31,9 +39,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         app.state.engine = engine or make_engine(settings.resolved_database_url)
-        gateways = build_gateways(settings, app.state.engine)
-        app.state.webhook_gateways = webhook_gateways(gateways)
-        app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
+        use_gateways(app, build_gateways(settings, app.state.engine))
         app.state.temporal = temporal
         if temporal is None:
             try:
@@ -54,7 +60,7 @@ def create_app(
     if engine is not None:  # tests wire their own parts; the lifespan makes the rest
         app.state.engine = engine
         app.state.temporal = temporal
-        app.state.webhook_gateways = {}
+        use_gateways(app, {})
     errors.install(app)
     metrics.install(app)
     for router in (orders.router, refunds.router, admin.router, webhooks.router):

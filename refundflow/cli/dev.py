@@ -29,11 +29,11 @@ from temporalio.client import Client
 
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
-from refundflow.api.app import create_app
+from refundflow.api.app import create_app, use_gateways
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
-from refundflow.gateways.registry import build_gateways, webhook_gateways
+from refundflow.gateways.registry import build_gateways
 from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings
@@ -160,8 +160,7 @@ class DevStack:
         notify = NotifyActivities.from_config(engine, NotifyConfig(**settings.notify))
         worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
         app = create_app(settings, engine=engine, temporal=client)
-        app.state.webhook_gateways = webhook_gateways(gateways)
-        app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
+        use_gateways(app, gateways)
         config = uvicorn.Config(
             app, host=self.host, port=self.ports.api, log_level="warning", lifespan="off"
         )

@@ -4,6 +4,7 @@ configures one, the sandbox simulator otherwise, so the whole flow always runs o
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine
@@ -58,6 +59,6 @@ def build_gateways(settings: Settings, engine: Engine) -> dict[PaymentMethod, Ga
     return gateways
 
 
-def webhook_gateways(gateways: dict[PaymentMethod, Gateway]) -> dict[str, Gateway]:
+def webhook_gateways(gateways: Mapping[PaymentMethod, Gateway]) -> dict[str, Gateway]:
     """Provider name -> the gateway that verifies its webhooks (``/v1/webhooks/{name}``)."""
     return {g.name: g for g in gateways.values() if g.name != "balance"}

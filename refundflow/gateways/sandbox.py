@@ -20,8 +20,8 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.simulators.core import connect, write_tx
 from refundflow.gateways.simulators.core import parse_rule as _parse_rule
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ EventCallback = Callable[[PayoutEvent], Awaitable[None]]
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 _KINDS = ("ok", "transient", "permanent", "timeout_after_commit")
-# Long enough to queue behind every writer of a busy test run, short enough to surface a hang.
-_BUSY_TIMEOUT_S = 30.0
 _FAILED = PayoutStatus.FAILED_PERMANENT
 
 _SCHEMA = """
@@ -200,23 +199,10 @@ class SandboxGateway:
 
     # ------------------------------------------------------------------ internals
     def _connect(self) -> sqlite3.Connection:
-        # Autocommit mode so that _tx alone decides where transactions begin and end.
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        return conn
+        return connect(self.path)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock before the first read, so check-then-insert cannot
-        # interleave with another thread or process doing the same for the same key.
-        with closing(self._connect()) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_tx(self.path)
 
     def _stored_secret(self) -> str:
         with self._tx() as conn:

@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.activities.refund import RefundActivities
-from refundflow.api.app import create_app
+from refundflow.api.app import create_app, use_gateways
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import IdempotencyKeyRow
 from refundflow.db.repository import create_api_key, upsert_merchant
@@ -117,7 +117,7 @@ async def api(env: WorkflowEnvironment, db_url: str, tmp_path: Path) -> AsyncIte
     queue = f"api-{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=db_url, task_queue=queue, data_dir=tmp_path)
     app = create_app(settings, engine=engine, temporal=env.client)
-    app.state.webhook_gateways = {"sandbox": sandbox}
+    use_gateways(app, gateways)
     transport = httpx.ASGITransport(app=app)
     async with (
         build_worker(env.client, RefundActivities(engine, gateways), task_queue=queue),

@@ -17,7 +17,7 @@ import uvicorn
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
-from refundflow.api.app import create_app
+from refundflow.api.app import create_app, use_gateways
 from refundflow.db.engine import session_scope
 from refundflow.db.models import WebhookEventRow
 from refundflow.domain.orders import PaymentMethod
@@ -195,8 +195,7 @@ async def _api(
 ) -> AsyncIterator[None]:
     settings = Settings(task_queue=stack.task_queue)
     app = create_app(settings, engine=stack.engine, temporal=stack.env.client)
-    app.state.webhook_gateways = {gateway.name: gateway}
-    app.state.webhook_routes = {method.value: gateway.name}
+    use_gateways(app, {method: gateway})
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

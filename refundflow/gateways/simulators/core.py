@@ -41,6 +41,7 @@ Behaviour = str | tuple[str, str]
 _REFUND_KINDS = ("ok", "transient", "timeout_after_commit", "permanent", "fail_later")
 _HOOK_MODES = ("once", "twice", "never", "late", "out_of_order")
 _MAX_DELIVERIES = 8
+# Long enough to queue behind every writer of a busy test run, short enough to surface a hang.
 _BUSY_TIMEOUT_S = 30.0
 AUTO_PAYMENT_AMOUNT = 10**9
 """What an unknown payment is taken to have captured when ``auto_payments`` is on (dev stack)."""
@@ -408,20 +409,32 @@ class SimLedger:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        return conn
+        return connect(self.path)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_tx(self.path)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A simulator's SQLite file in autocommit mode, so ``write_tx`` alone decides where
+    transactions begin and end; rows by column name."""
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@contextmanager
+def write_tx(path: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction. IMMEDIATE takes the write lock before the first read, so a
+    check-then-insert cannot interleave with another thread or process doing the same."""
+    with closing(connect(path)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def event_id(refund_no: str, status: str) -> str:
