@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,26 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import free_ports
 from tests.workflows.conftest import ACCOUNT
 
 BIN = Path(sys.executable).parent
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 class Stack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.api_port, self.temporal_port, self.ui_port, self.sim_port, self.smtp_port = (
-            _free_ports(5)
+        self.api_port, self.temporal_port, self.ui_port, self.sim_port, self.smtp_port = free_ports(
+            5
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "dev.log"

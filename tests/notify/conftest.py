@@ -6,7 +6,6 @@ The database fixtures (``db_url``, ``engine``: SQLite and PostgreSQL) come from 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
@@ -27,15 +26,10 @@ from refundflow.notify.merchant_webhook import InvalidSignature, verify_merchant
 from refundflow.notify.sms import TwilioSms
 from refundflow.notify.sms_simulator import ThreadServer, TwilioSimulator
 from tests.db.conftest import db_url, engine, postgres_problem  # noqa: F401  (fixtures)
+from tests.ports import free_port
 
 UNKNOWN_MAILBOX = "nobody@shop.example"
 WEBHOOK_SECRET = "rfwh_test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

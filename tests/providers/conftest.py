@@ -4,7 +4,6 @@ the simulator's webhooks arriving over HTTP at the API's `/v1/webhooks/{provider
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_provider
 from refundflow.gateways.simulators.core import SimLedger, SimRefund, SimulatorHost
 from refundflow.settings import Settings
+from tests.ports import free_port
 from tests.workflows.conftest import ACCOUNT, Stack, open_stack
 
 
@@ -138,12 +138,6 @@ PROVIDERS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class ProviderStack:
     stack: Stack
@@ -214,7 +208,7 @@ async def provider(
     request: pytest.FixtureRequest, env: WorkflowEnvironment, tmp_path: Path
 ) -> AsyncIterator[ProviderStack]:
     spec = PROVIDERS[request.param]
-    port = _free_port()
+    port = free_port()
     # Settles at the first poll; a held answer outlasts the adapter's one-second timeout.
     ledger = SimLedger(tmp_path / "sim" / "ledger.db", settlement="queries:1", hold_seconds=3)
     notify_url = f"http://127.0.0.1:{port}/v1/webhooks/{spec.name}"
