@@ -1,44 +1,40 @@
-"""Inputs and results of every activity, with their names.
+"""Inputs and results of every activity: one model in, one model out.
 
-Workflows import this module (not the activity implementations), so no database or HTTP code
-is ever loaded into the workflow sandbox.
+The workflow calls activities by method reference, so mypy checks these against both sides.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from refundflow.domain.calendar import ArrivalPlan
 from refundflow.domain.money import FxRate
-from refundflow.domain.orders import BankAccount, OrderSnapshot, RefundRequest
+from refundflow.domain.orders import BankAccount, OrderSnapshot, PaymentMethod, RefundRequest
 from refundflow.domain.policy import Policy
-from refundflow.domain.quote import PriorRefund, Quote
-from refundflow.domain.states import ApprovalRecord, PayoutRecord, RefundStatus, Stage
+from refundflow.domain.quote import Deduction, PriorRefund, Quote
+from refundflow.domain.review import ReviewDecision
+from refundflow.domain.states import (
+    ApprovalRecord,
+    PayoutRecord,
+    RefundState,
+    RefundStatus,
+    Stage,
+)
 from refundflow.gateways.base import PayoutInstruction, PayoutResult
 
-__all__ = ["PayoutResult"]  # activities return the gateway's result model as is
-
-# Activity names: the workflow calls activities by these strings.
-LOAD_CONTEXT = "load_refund_context"
-RECORD_TRANSITION = "record_transition"
-RESERVE = "reserve_refund"
-RELEASE = "release_reservation"
-RECORD_APPROVAL = "record_approval"
-RECHECK_QUOTE = "recheck_quote"
-REGISTER_PAYOUT = "register_payout"
-SEND_PAYOUT = "send_payout"
-QUERY_PAYOUT = "query_payout"
-RECORD_PAYOUT = "record_payout"
+__all__ = ["ArrivalPlan", "PayoutResult"]  # returned as the domain and the gateway give them
 
 
-class LoadContextInput(BaseModel):
+class ReviewInput(BaseModel):
     refund_id: str
     merchant_id: str
     order_id: str
     request: RefundRequest
     as_of: datetime
+    fx_rate: FxRate | None = None
 
 
 class RefundContext(BaseModel):
@@ -48,7 +44,40 @@ class RefundContext(BaseModel):
     policy: Policy
     prior_refunds: list[PriorRefund]
     recent_customer_refunds: int
-    approvers: list[str]
+
+
+class ReviewResult(BaseModel):
+    """The context the run works with for its whole life, and review's decision on it: both
+    recorded in history, so a later policy fix or rounding change never alters a run's past."""
+
+    context: RefundContext
+    decision: ReviewDecision
+
+
+class RequoteInput(BaseModel):
+    """The quote again with one more deduction (a supplier's fee, damage found on return)."""
+
+    context: RefundContext
+    request: RefundRequest
+    deductions: list[Deduction]
+    fx_rate: FxRate | None = None
+
+
+class RequoteResult(BaseModel):
+    quote: Quote | None
+    """``None`` when the deduction cannot be applied; ``error`` says why."""
+    error: str = ""
+
+
+class ArrivalInput(BaseModel):
+    """When money sent on ``start`` through ``routes`` should arrive (business days)."""
+
+    start: date
+    routes: list[PaymentMethod]
+    open_routes: list[PaymentMethod]
+    policy: Policy
+    country: str
+    not_before: date | None = None
 
 
 class Notification(BaseModel):
@@ -170,12 +199,10 @@ class RefundWorkflowInput(BaseModel):
     fx_rate: FxRate | None = None
     history_limit: int | None = None
     """Continue-as-new past this many events even before the server suggests it (tests)."""
-    state: Any = None
-    """A RefundState when continued; typed loosely to keep this module free of a cycle."""
+    state: RefundState | None = None
+    """Where a continued run stands."""
     context: RefundContext | None = None
-
-
-DELIVER_NOTIFICATIONS = "deliver_notifications"
+    """What review loaded, for a continued run."""
 
 
 class DeliverInput(BaseModel):

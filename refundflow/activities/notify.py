@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from refundflow.activities.contracts import DELIVER_NOTIFICATIONS, DeliverInput, DeliverResult
+from refundflow.activities.contracts import DeliverInput, DeliverResult
 from refundflow.notify.config import NotifyConfig, build_dispatcher
 from refundflow.notify.dispatcher import NotificationDispatcher
 
@@ -39,7 +39,7 @@ class NotifyActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.deliver_notifications]
 
-    @activity.defn(name=DELIVER_NOTIFICATIONS)
+    @activity.defn
     async def deliver_notifications(self, inp: DeliverInput) -> DeliverResult:
         final = activity.info().attempt >= inp.max_attempts
         report = await self.dispatcher.deliver_refund(inp.refund_id, final=final)

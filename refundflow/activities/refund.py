@@ -15,13 +15,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from refundflow.activities import contracts as c
 from refundflow.db.engine import make_engine, session_scope
-from refundflow.db.models import ApiKeyRow, AuditEventRow, RefundRow
+from refundflow.db.models import AuditEventRow, RefundRow
 from refundflow.db.repository import (
     append_audit,
     count_provider_refunds,
@@ -47,6 +47,7 @@ from refundflow.domain.orders import PaymentMethod, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
 from refundflow.domain.provider_rules import provider_refusal
 from refundflow.domain.quote import Quote
+from refundflow.domain.review import review
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.balance import refunds_account
 from refundflow.gateways.base import (
@@ -75,7 +76,7 @@ class RefundActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [
-            self.load_refund_context,
+            self.review_refund,
             self.record_transition,
             self.reserve_refund,
             self.release_reservation,
@@ -88,8 +89,10 @@ class RefundActivities:
         ]
 
     # ------------------------------------------------------------------ database
-    @activity.defn(name=c.LOAD_CONTEXT)
-    def load_refund_context(self, inp: c.LoadContextInput) -> c.RefundContext:
+    @activity.defn
+    def review_refund(self, inp: c.ReviewInput) -> c.ReviewResult:
+        """Load the order, the merchant's policy and the prior refunds, and review the request
+        against them: the run's first step, and every answer in it is recorded."""
         with session_scope(self.engine, readonly=True) as s:
             order = get_order(s, merchant_id=inp.merchant_id, order_id=inp.order_id)
             if order is None:
@@ -112,15 +115,24 @@ class RefundActivities:
                 since=inp.as_of - timedelta(days=30),
             )
             mine = get_refund(s, refund_id=inp.refund_id) is not None
-            return c.RefundContext(
-                order=order,
-                policy=policy,
-                prior_refunds=priors,
-                recent_customer_refunds=recent - int(mine),
-                approvers=_approvers(s, inp.merchant_id),
-            )
+        context = c.RefundContext(
+            order=order,
+            policy=policy,
+            prior_refunds=priors,
+            recent_customer_refunds=recent - int(mine),
+        )
+        decision = review(
+            order=order,
+            request=inp.request,
+            policy=policy,
+            as_of=inp.as_of,
+            prior_refunds=priors,
+            recent_customer_refunds=context.recent_customer_refunds,
+            fx_rate=inp.fx_rate,
+        )
+        return c.ReviewResult(context=context, decision=decision)
 
-    @activity.defn(name=c.RECORD_TRANSITION)
+    @activity.defn
     def record_transition(self, inp: c.TransitionInput) -> None:
         with session_scope(self.engine) as s:
             row = s.get(RefundRow, inp.refund_id)
@@ -146,7 +158,7 @@ class RefundActivities:
                     at=inp.at,
                 )
 
-    @activity.defn(name=c.RESERVE)
+    @activity.defn
     def reserve_refund(self, inp: c.ReserveInput) -> c.ReserveResult:
         if inp.quote is None:
             with session_scope(self.engine) as s:
@@ -170,13 +182,13 @@ class RefundActivities:
             return c.ReserveResult(ok=False, code=exc.code, message=exc.message)
         return c.ReserveResult(ok=True)
 
-    @activity.defn(name=c.RELEASE)
+    @activity.defn
     def release_reservation(self, inp: c.ReleaseInput) -> None:
         with session_scope(self.engine) as s:
             if get_refund(s, refund_id=inp.refund_id) is not None:
                 release_reservation(s, refund_id=inp.refund_id, at=inp.at)
 
-    @activity.defn(name=c.RECORD_APPROVAL)
+    @activity.defn
     def record_approval(self, inp: c.ApprovalInput) -> None:
         a = inp.approval
         with session_scope(self.engine) as s:
@@ -190,7 +202,7 @@ class RefundActivities:
                 at=a.at,
             )
 
-    @activity.defn(name=c.RECHECK_QUOTE)
+    @activity.defn
     def recheck_quote(self, inp: c.RecheckInput) -> c.RecheckResult:
         """The second check: recompute the quote from what the database holds, independently
         of the workflow's copy, before any money moves."""
@@ -239,7 +251,7 @@ class RefundActivities:
         )
         return c.RecheckResult(matches=matches, fingerprint=fp, total=fresh.total, detail=detail)
 
-    @activity.defn(name=c.REGISTER_PAYOUT)
+    @activity.defn
     def register_payout(self, inp: c.RecordPayoutInput) -> None:
         r = inp.record
         with session_scope(self.engine) as s:
@@ -255,7 +267,7 @@ class RefundActivities:
                 at=inp.at,
             )
 
-    @activity.defn(name=c.RECORD_PAYOUT)
+    @activity.defn
     def record_payout(self, inp: c.RecordPayoutInput) -> None:
         r = inp.record
         with session_scope(self.engine) as s:
@@ -287,7 +299,7 @@ class RefundActivities:
                 )
 
     # ----------------------------------------------------------------- gateways
-    @activity.defn(name=c.SEND_PAYOUT)
+    @activity.defn
     async def send_payout(self, call: c.PayoutCall) -> PayoutResult:
         instruction = call.instruction()
         gateway = self._gateway(instruction.route)
@@ -307,7 +319,7 @@ class RefundActivities:
         except GatewayError as exc:
             raise ApplicationError(f"provider refused for now: {exc}", type="GatewayError") from exc
 
-    @activity.defn(name=c.QUERY_PAYOUT)
+    @activity.defn
     async def query_payout(self, call: c.PayoutCall) -> PayoutResult:
         return await self._gateway(call.record.route).query(call.instruction())
 
@@ -361,15 +373,6 @@ def _unreserved_row(inp: c.ReserveInput) -> RefundRow:
         created_at=inp.at,
         updated_at=inp.at,
     )
-
-
-def _approvers(session: Session, merchant_id: str) -> list[str]:
-    statement = select(ApiKeyRow.name).where(
-        ApiKeyRow.merchant_id == merchant_id,
-        col(ApiKeyRow.role).in_(["approver", "admin"]),
-        col(ApiKeyRow.revoked_at).is_(None),
-    )
-    return sorted(set(session.exec(statement).all()))
 
 
 def _already_recorded(session: Session, inp: c.TransitionInput) -> bool:

@@ -7,7 +7,8 @@ National Day is expected on the date a customer there would expect it.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Self
 
@@ -81,4 +82,46 @@ def expected_arrival(
     return ArrivalWindow(
         earliest=add_business_days(sent_on, days.min, calendar),
         latest=add_business_days(sent_on, days.max, calendar),
+    )
+
+
+class ArrivalPlan(BaseModel):
+    """When the customer should have the money of every payout sent so far."""
+
+    model_config = ConfigDict(frozen=True)
+
+    earliest: date
+    """The first day money sent now may arrive."""
+    latest: date
+    """The last expected day over every payout sent: this one and those before it."""
+    window_ends_at: datetime | None
+    """Start of the next business day after ``latest``, when a payout not confirmed by then is
+    late; ``None`` when every open route pays at once (the store balance)."""
+
+
+def arrival_plan(
+    start: date,
+    routes: Sequence[PaymentMethod],
+    policy: Policy,
+    country: str,
+    *,
+    open_routes: Sequence[PaymentMethod],
+    not_before: date | None = None,
+) -> ArrivalPlan:
+    """The arrival window of money sent on ``start`` through ``routes``, widened to
+    ``not_before`` (what earlier payouts already promised). ``open_routes`` are the routes of
+    every tranche the customer waits for: only if all of them pay at once is there no window."""
+    if not routes:
+        raise ValueError("an arrival plan needs at least one route")
+    windows = [expected_arrival(start, route, policy, country) for route in routes]
+    latest = max(w.latest for w in windows)
+    if not_before is not None and not_before > latest:
+        latest = not_before
+    immediate = all(policy.arrival(route).max == 0 for route in open_routes)
+    calendar = policy.holiday_country or country
+    ends = datetime.combine(add_business_days(latest, 1, calendar), time(0), tzinfo=UTC)
+    return ArrivalPlan(
+        earliest=min(w.earliest for w in windows),
+        latest=latest,
+        window_ends_at=None if immediate else ends,
     )

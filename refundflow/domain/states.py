@@ -1,8 +1,7 @@
-"""Refund statuses, the messages a running refund accepts, and the rules that refuse them.
+"""Refund statuses and stages, the messages a running refund accepts, and the state a run keeps.
 
-The workflow keeps a :class:`RefundState` and asks the pure ``refusal_*`` functions whether a
-message may be applied; the Update validators, the Signal handlers and the API all give the same
-answer because they all ask here.
+The rules that refuse a message live in :mod:`refundflow.domain.refusals`; what the run does next
+in :mod:`refundflow.domain.stages` and :mod:`refundflow.domain.payout_rules`.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class Stage(StrEnum):
     SUPPLIER = "supplier"
     APPROVAL = "approval"
     RETURN = "return"
-    CUSTOMER = "customer"
+    CUSTOMER_CONFIRMATION = "customer_confirmation"
     PAYOUT = "payout"
     FOLLOW_UP = "follow_up"
     DONE = "done"
@@ -54,19 +53,18 @@ STAGE_STATUS = {
     Stage.SUPPLIER: RefundStatus.AWAITING_SUPPLIER,
     Stage.APPROVAL: RefundStatus.AWAITING_APPROVAL,
     Stage.RETURN: RefundStatus.AWAITING_RETURN,
-    Stage.CUSTOMER: RefundStatus.AWAITING_CUSTOMER,
+    Stage.CUSTOMER_CONFIRMATION: RefundStatus.AWAITING_CUSTOMER,
     Stage.PAYOUT: RefundStatus.PAYING,
     Stage.FOLLOW_UP: RefundStatus.AWAITING_FUNDS,
 }
 
 
 class PayoutStatus(StrEnum):
-    """One status model for every provider (DESIGN 11)."""
+    """One status model for every provider (docs/architecture.md, "Payouts")."""
 
     PENDING = "pending"  # key registered, not sent yet
     ACCEPTED = "accepted"
     SETTLED = "settled"
-    FAILED_RETRYABLE = "failed_retryable"
     FAILED_PERMANENT = "failed_permanent"
     UNKNOWN = "unknown"
     NOT_FOUND = "not_found"  # a query found no refund under this key
@@ -163,7 +161,6 @@ class PayoutRecord(BaseModel):
     due_at: datetime | None = None
     sent_at: datetime | None = None
     settled_at: datetime | None = None
-    expected_by: str | None = None
 
 
 class ApprovalRecord(BaseModel):
@@ -209,7 +206,14 @@ class Inbox(BaseModel):
     receipts: list[ReceiptReport] = []
     events: list[PayoutEvent] = []
     marks: list[OpsAction] = []
-    """``mark_settled`` outside an escalation: applied as events, recorded with their actor."""
+    """``mark_settled`` outside an escalation, applied with the provider's events."""
+    unmatched: list[PayoutEvent] = []
+    """Events for a payout key this run has not recorded yet (the provider answered before our
+    record was written); matched again whenever a payout is recorded. Bounded."""
+
+    def has_payout_news(self) -> bool:
+        """Something the payout and follow-up stages act on as it arrives."""
+        return bool(self.events or self.marks or self.receipts)
 
 
 class FollowUpState(BaseModel):
@@ -227,12 +231,9 @@ class RefundState(BaseModel):
     requested_by: str
     status: RefundStatus = RefundStatus.RECEIVED
     stage: Stage = Stage.REVIEW
-    escalated_from: Stage | None = None
     escalation_reason: str = ""
     quote: Quote | None = None
     approvers_required: int = 0
-    approvers: list[str] = []
-    """Who may approve for this merchant (refreshed when approval starts)."""
     approvals: list[ApprovalRecord] = []
     return_required: bool = False
     supplier_check: bool = False
@@ -241,7 +242,10 @@ class RefundState(BaseModel):
     payouts: list[PayoutRecord] = []
     first_payout_at: datetime | None = None
     expected_by: str | None = None
-    """Latest expected-arrival date (ISO) of the last payout sent."""
+    """The last day (ISO) the customer should expect the money, over every payout sent."""
+    window_ends_at: datetime | None = None
+    """When that expectation has passed: the start of the next business day after
+    ``expected_by``, or the first payout itself for routes that pay at once (the balance)."""
     customer_confirmed_receipt: bool = False
     not_received_reports: int = 0
     completed_stages: list[Stage] = []
@@ -264,14 +268,6 @@ class RefundState(BaseModel):
             None,
         )
 
-    def any_payout_sent(self) -> bool:
-        return any(
-            p.sent_at is not None or p.status is not PayoutStatus.PENDING for p in self.payouts
-        )
-
-    def open_payouts(self) -> list[PayoutRecord]:
-        return [p for p in self.payouts if p.status not in _CLOSED_PAYOUT]
-
     def latest_payouts(self) -> list[PayoutRecord]:
         """The newest generation of each tranche: what counts for the customer."""
         latest: dict[int, PayoutRecord] = {}
@@ -279,90 +275,3 @@ class RefundState(BaseModel):
             if p.seq not in latest or p.generation > latest[p.seq].generation:
                 latest[p.seq] = p
         return [latest[s] for s in sorted(latest)]
-
-
-_CLOSED_PAYOUT = frozenset({PayoutStatus.SETTLED, PayoutStatus.FAILED_PERMANENT})
-
-
-def refusal_for_decision(
-    state: RefundState, msg: ApprovalDecision, *, check_roster: bool = True
-) -> Refusal | None:
-    """``check_roster`` compares the approver with the roster loaded at the run's start; a
-    caller that authenticated the approver itself (the API, by key role) skips it."""
-    if state.stage is not Stage.APPROVAL or state.status in TERMINAL:
-        return Refusal(
-            code="wrong_state", message=f"refund is not awaiting approval (status {state.status})"
-        )
-    if check_roster and state.approvers and msg.approver_id not in state.approvers:
-        return Refusal(
-            code="unknown_approver", message=f"{msg.approver_id} is not an approver here"
-        )
-    if msg.approver_id == state.requested_by:
-        return Refusal(code="self_approval", message="nobody approves a refund they requested")
-    if msg.quote_fingerprint != state.fingerprint:
-        return Refusal(
-            code="outdated_quote",
-            message="the quote changed since this decision was made; review the new quote",
-        )
-    if any(a.approver_id == msg.approver_id for a in state.current_approvals()):
-        return Refusal(code="repeated_approver", message=f"{msg.approver_id} already approved")
-    return None
-
-
-def refusal_for_stage(state: RefundState, stage: Stage, what: str) -> Refusal | None:
-    if state.stage is not stage or state.status in TERMINAL:
-        return Refusal(
-            code="wrong_state",
-            message=f"{what} is not expected now (status {state.status}, stage {state.stage})",
-        )
-    return None
-
-
-def refusal_for_receipt(state: RefundState) -> Refusal | None:
-    if state.stage is not Stage.FOLLOW_UP and state.status is not RefundStatus.COMPLETED:
-        return Refusal(code="wrong_state", message="no payout has been sent yet")
-    if state.status is RefundStatus.COMPLETED:
-        return Refusal(code="wrong_state", message="the refund is already completed")
-    return None
-
-
-def refusal_for_cancel(state: RefundState) -> Refusal | None:
-    if state.status in TERMINAL:
-        return Refusal(code="wrong_state", message=f"refund is already {state.status}")
-    if state.any_payout_sent() and not _all_failed(state):
-        return Refusal(
-            code="payout_already_sent",
-            message="money has already been sent; a refund can be cancelled only before payout",
-        )
-    return None
-
-
-def _all_failed(state: RefundState) -> bool:
-    return all(p.status is PayoutStatus.FAILED_PERMANENT for p in state.payouts)
-
-
-def refusal_for_ops(state: RefundState, msg: OpsAction) -> Refusal | None:
-    if msg.action == "cancel":
-        return refusal_for_cancel(state)
-    if msg.action == "mark_settled":
-        if state.stage in (Stage.PAYOUT, Stage.FOLLOW_UP) and state.status not in TERMINAL:
-            return None
-        return Refusal(code="wrong_state", message="only a refund being paid can be marked settled")
-    if state.status is not RefundStatus.NEEDS_ATTENTION:
-        return Refusal(
-            code="wrong_state",
-            message=f"{msg.action} resolves NEEDS_ATTENTION, status is {state.status}",
-        )
-    if msg.action in ("retry_payout", "switch_destination") and state.stage is not Stage.PAYOUT:
-        return Refusal(code="wrong_state", message=f"{msg.action} applies to a failed payout")
-    unknown = any(p.status is PayoutStatus.UNKNOWN for p in state.latest_payouts())
-    if msg.action == "switch_destination" and unknown:
-        return Refusal(
-            code="payout_outcome_unknown",
-            message="a payout's outcome is unknown; retry it first (the provider is queried)",
-        )
-    if msg.action == "switch_destination" and msg.destination is None:
-        return Refusal(
-            code="destination_required", message="switch_destination needs a destination"
-        )
-    return None

@@ -1,0 +1,51 @@
+"""Decisions that could change with a deploy, run as local activities so each answer is recorded
+in the run's history: a rounding fix or a new year of holiday data changes new refunds, never the
+replay of one already running (docs/architecture.md, "What runs where").
+
+No database or network here: plain functions of their input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from refundflow.activities import contracts as c
+from refundflow.domain.calculation import compute_quote
+from refundflow.domain.calendar import ArrivalPlan, arrival_plan
+from refundflow.domain.errors import DomainError
+
+
+@activity.defn
+def requote(inp: c.RequoteInput) -> c.RequoteResult:
+    context = inp.context
+    try:
+        quote = compute_quote(
+            order=context.order,
+            request=inp.request,
+            policy=context.policy,
+            prior_refunds=context.prior_refunds,
+            deductions=inp.deductions,
+            fx_rate=inp.fx_rate,
+        )
+    except DomainError as err:
+        return c.RequoteResult(quote=None, error=err.message)
+    return c.RequoteResult(quote=quote)
+
+
+@activity.defn
+def plan_arrival(inp: c.ArrivalInput) -> ArrivalPlan:
+    return arrival_plan(
+        inp.start,
+        inp.routes,
+        inp.policy,
+        inp.country,
+        open_routes=inp.open_routes,
+        not_before=inp.not_before,
+    )
+
+
+def all_decisions() -> list[Callable[..., Any]]:
+    return [requote, plan_arrival]

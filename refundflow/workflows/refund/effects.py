@@ -1,0 +1,438 @@
+"""The effects layer: one refund run's state and everything a stage does to the world through it.
+
+A stage never calls an activity for the database or for notices directly; it records
+(:meth:`Run.record`), changes status (:meth:`Run.transition`), escalates or finishes here, so the
+timeline, the audit rows, the outbox, the search attributes and the run's details in the Temporal
+UI always move together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from refundflow.activities import contracts as c
+    from refundflow.activities.decisions import plan_arrival, requote
+    from refundflow.activities.notify import NotifyActivities
+    from refundflow.activities.refund import RefundActivities
+    from refundflow.domain.calendar import ArrivalPlan
+    from refundflow.domain.money import format_minor
+    from refundflow.domain.orders import PaymentMethod
+    from refundflow.domain.quote import Deduction, Quote
+    from refundflow.domain.stages import next_stage
+    from refundflow.domain.states import (
+        STAGE_STATUS,
+        Inbox,
+        PayoutRecord,
+        PayoutStatus,
+        RefundState,
+        RefundStatus,
+        Stage,
+        TimelineEntry,
+    )
+    from refundflow.workflows import search_attributes as sa
+
+# A database step retries until the database answers: an outage delays a refund, loses nothing.
+DB_STEP = timedelta(seconds=30)
+DELIVERY_ATTEMPTS = 8
+_DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=10),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=30),
+    maximum_attempts=DELIVERY_ATTEMPTS,
+)
+
+
+class Run:
+    """One refund run: its input, its state (carried across continue-as-new) and its effects."""
+
+    def __init__(self, inp: c.RefundWorkflowInput) -> None:
+        self.inp = inp
+        self.state = inp.state or RefundState(
+            refund_id=inp.refund_id, requested_by=inp.request.requested_by
+        )
+        self.loaded: c.RefundContext | None = inp.context
+        self._delivery: workflow.ActivityHandle[c.DeliverResult] | None = None
+        self._deliver_again = False
+        self.waiting = False
+        """The run waits on the world (a message, a deadline, a provider): see :meth:`park`."""
+        self.waiting_for = ""
+        self.closing = False
+        """The run ends or continues as new: messages still in the inbox go with the state."""
+
+    @property
+    def context(self) -> c.RefundContext:
+        assert self.loaded is not None, "review loads the context before any stage runs"
+        return self.loaded
+
+    @property
+    def quote(self) -> Quote:
+        assert self.state.quote is not None, "a quote exists once review accepted the refund"
+        return self.state.quote
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.state.inbox
+
+    # ------------------------------------------------------------- stage plumbing
+    def advance(self) -> None:
+        """The current stage is done: on to the next one the refund needs."""
+        if self.state.stage not in self.state.completed_stages:
+            self.state.completed_stages.append(self.state.stage)
+        self.state.stage = next_stage(self.state)
+
+    async def enter(
+        self, kind: str, message: str, notify: list[c.Notification] | None = None
+    ) -> None:
+        """Entering the current stage: its status, once (a continued run enters again)."""
+        status = STAGE_STATUS[self.state.stage]
+        if self.state.status is not status:
+            await self.transition(status, kind, message, notify=notify)
+
+    async def wait(self, done: Callable[[], bool], timeout: timedelta, summary: str) -> bool:
+        """Wait for ``done`` or a cancel (stages before payout); False when time ran out."""
+        return await self.park(lambda: done() or self.inbox.cancel is not None, timeout, summary)
+
+    async def wait_for_news(self, until: datetime, summary: str, *, receipts: bool = False) -> None:
+        """Sleep until ``until`` unless a provider event or an ops mark arrives first (and the
+        customer's word on receipt, in follow-up)."""
+        inbox = self.inbox
+        await self.park(
+            lambda: inbox.has_payout_news() or (receipts and bool(inbox.receipts)),
+            until - workflow.now(),
+            summary,
+        )
+
+    async def park(
+        self, ready: Callable[[], bool], timeout: timedelta | None, summary: str
+    ) -> bool:
+        """Wait for the world: until ``ready`` (True) or ``timeout`` (False).
+
+        While parked the run has done all it can with what it was told, so an Update may answer
+        the refund's status now (:attr:`waiting`). The condition reads the state itself, never a
+        flag set by a handler: a message that came while the run was busy elsewhere is seen
+        here."""
+        if ready():
+            return True
+        self.waiting, self.waiting_for = True, summary
+        if timeout is not None:
+            timeout = max(timeout, timedelta(seconds=1))
+            self.waiting_for += f" at {(workflow.now() + timeout).isoformat(timespec='minutes')}"
+        workflow.set_current_details(self.details())
+        try:
+            await workflow.wait_condition(
+                lambda: self._unpark(ready()), timeout=timeout, timeout_summary=summary
+            )
+        except TimeoutError:
+            return False
+        finally:
+            self.waiting, self.waiting_for = False, ""
+        return True
+
+    def _unpark(self, ready: bool) -> bool:
+        # Cleared in the same pass that wakes the run, before any Update's condition is read:
+        # an Update never answers the status the run is about to leave.
+        if ready:
+            self.waiting = False
+        return ready
+
+    @contextlib.contextmanager
+    def calling_out(self) -> Iterator[None]:
+        """Around a provider call: the run waits on the world, as when parked."""
+        self.waiting = True
+        try:
+            yield
+        finally:
+            self.waiting = False
+
+    # ------------------------------------------------------------------ records
+    async def record(
+        self,
+        kind: str,
+        message: str,
+        *,
+        actor: str = "system",
+        data: dict[str, Any] | None = None,
+        notify: list[c.Notification] | None = None,
+    ) -> None:
+        """One timeline entry: the audit row and its notices in one transaction."""
+        now = workflow.now()
+        state = self.state
+        state.timeline.append(
+            TimelineEntry(
+                at=now,
+                kind=kind,
+                status=state.status,
+                message=message,
+                actor=actor,
+                data=data or {},
+            )
+        )
+        workflow.set_current_details(self.details())
+        await workflow.execute_local_activity_method(
+            RefundActivities.record_transition,
+            c.TransitionInput(
+                refund_id=state.refund_id,
+                status=state.status,
+                stage=state.stage,
+                kind=kind,
+                message=message,
+                actor=actor,
+                at=now,
+                seq=len(state.timeline) - 1,
+                data=data or {},
+                notifications=notify or [],
+            ),
+            start_to_close_timeout=DB_STEP,
+            summary=f"{kind}: {state.status.value}",
+        )
+        if notify:
+            self._deliver()
+
+    async def transition(
+        self,
+        status: RefundStatus,
+        kind: str,
+        message: str,
+        *,
+        actor: str = "system",
+        data: dict[str, Any] | None = None,
+        notify: list[c.Notification] | None = None,
+    ) -> None:
+        self.state.status = status
+        self._upsert_search_attributes()
+        await self.record(kind, message, actor=actor, data=data, notify=notify)
+
+    def _upsert_search_attributes(self) -> None:
+        wanted: list[tuple[SearchAttributeKey[Any], Any]] = [
+            (sa.REFUND_STATUS, self.state.status.value),
+            (sa.REFUND_TAGS, self.state.tags),
+        ]
+        if self.state.quote is not None:
+            wanted.append((sa.REFUND_AMOUNT, self.quote.total))
+        current = workflow.info().typed_search_attributes
+        updates: list[SearchAttributeUpdate[Any]] = [
+            key.value_set(value) for key, value in wanted if current.get(key) != value
+        ]
+        if updates:  # an upsert that changes nothing is still a history event
+            workflow.upsert_search_attributes(updates)
+
+    async def escalate(self, reason: str) -> None:
+        self.state.escalation_reason = reason
+        if "escalated" not in self.state.tags:
+            self.state.tags = sorted([*self.state.tags, "escalated"])
+        await self.transition(
+            RefundStatus.NEEDS_ATTENTION,
+            "escalated",
+            reason,
+            notify=[
+                c.Notification(channel="ops", template="escalation", params={"reason": reason})
+            ],
+        )
+
+    async def finish(
+        self,
+        status: RefundStatus,
+        kind: str,
+        message: str,
+        *,
+        actor: str = "system",
+        data: dict[str, Any] | None = None,
+        notify: list[c.Notification] | None = None,
+        release: bool = True,
+    ) -> None:
+        """End the refund. ``release`` gives back what it still holds (never what it paid)."""
+        if release and self.state.quote is not None:
+            await workflow.execute_local_activity_method(
+                RefundActivities.release_reservation,
+                c.ReleaseInput(refund_id=self.state.refund_id, at=workflow.now()),
+                start_to_close_timeout=DB_STEP,
+                summary="release the reservation",
+            )
+        self.state.stage = Stage.DONE
+        await self.transition(status, kind, message, actor=actor, data=data, notify=notify)
+
+    async def complete(self) -> None:
+        await self.finish(
+            RefundStatus.COMPLETED,
+            "completed",
+            f"completed: {self.amount(self.quote.total)} refunded",
+            notify=[
+                self.customer("refund_completed", amount=self.quote.total),
+                self.customer("feedback_request"),
+            ],
+            release=False,
+        )
+
+    async def cancelled(self) -> None:
+        request = self.inbox.cancel
+        who = request.requested_by if request else "system"
+        await self.finish(
+            RefundStatus.CANCELLED,
+            "cancelled",
+            f"cancelled by {who}: {request.reason if request else ''}".rstrip(": "),
+            actor=who,
+            notify=[self.customer("refund_cancelled")],
+        )
+
+    # ------------------------------------------------------------- money steps
+    async def reserve(self) -> bool:
+        """Hold the quote's amounts on the order's tenders; a refund that would take more than
+        is left ends here, rejected."""
+        result = await workflow.execute_local_activity_method(
+            RefundActivities.reserve_refund,
+            c.ReserveInput(
+                refund_id=self.state.refund_id,
+                request=self.inp.request,
+                order=self.context.order,
+                quote=self.quote,
+                policy_version=self.context.policy.version,
+                status=self.state.status,
+                at=workflow.now(),
+            ),
+            start_to_close_timeout=DB_STEP,
+            summary=f"reserve {self.amount(self.quote.total)}",
+        )
+        if not result.ok:
+            await self.finish(
+                RefundStatus.REJECTED,
+                "rejected",
+                f"rejected: {result.message}",
+                data={"code": result.code},
+                notify=[
+                    self.customer(
+                        "refund_rejected", reasons=["AMOUNT_ABOVE_REMAINING"], text=result.message
+                    )
+                ],
+                release=False,
+            )
+        return result.ok
+
+    async def requote(self, deduction: Deduction) -> bool:
+        """The quote again with ``deduction``, reserved; escalates when it cannot apply."""
+        result = await workflow.execute_local_activity(
+            requote,
+            c.RequoteInput(
+                context=self.context,
+                request=self.inp.request,
+                deductions=[*self.quote.deductions, deduction],
+                fx_rate=self.inp.fx_rate,
+            ),
+            start_to_close_timeout=DB_STEP,
+            summary=f"requote with {deduction.kind}",
+        )
+        if result.quote is None:
+            await self.escalate(f"cannot apply {deduction.kind}: {result.error}")
+            return False
+        self.state.quote = result.quote
+        return await self.reserve()
+
+    async def plan_arrival(self, routes: list[PaymentMethod], *, widen: bool = True) -> ArrivalPlan:
+        """When money sent today through ``routes`` should arrive; recorded on the state.
+        ``widen`` keeps what earlier payouts promised (a new payout never shortens it)."""
+        state = self.state
+        previous = state.expected_by if widen else None
+        plan = await workflow.execute_local_activity(
+            plan_arrival,
+            c.ArrivalInput(
+                start=workflow.now().date(),
+                routes=routes,
+                open_routes=[p.route for p in state.latest_payouts()],
+                policy=self.context.policy,
+                country=self.context.order.country,
+                not_before=date.fromisoformat(previous) if previous else None,
+            ),
+            start_to_close_timeout=DB_STEP,
+            summary="expected arrival",
+        )
+        state.expected_by = plan.latest.isoformat()
+        state.window_ends_at = plan.window_ends_at
+        return plan
+
+    async def save_payout(self, record: PayoutRecord, charges: dict[str, int]) -> None:
+        """Our record of a payout, before it is sent (its key registered) and after each answer.
+        Settling consumes ``charges`` from the refund's holds."""
+        step = (
+            RefundActivities.register_payout
+            if record.status is PayoutStatus.PENDING
+            else RefundActivities.record_payout
+        )
+        await workflow.execute_local_activity_method(
+            step,
+            c.RecordPayoutInput(
+                refund_id=self.state.refund_id, record=record, charges=charges, at=workflow.now()
+            ),
+            start_to_close_timeout=DB_STEP,
+            summary=f"{record.key} {record.status.value}",
+        )
+
+    # ------------------------------------------------------------------ notices
+    def customer(self, template: str, **params: Any) -> c.Notification:
+        contact = self.inp.request.contact
+        base: dict[str, Any] = {"refund_id": self.state.refund_id, "order_id": self.inp.order_id}
+        if self.state.quote is not None:
+            base["currency"] = self.quote.currency
+        return c.Notification(
+            channel="customer", template=template, locale=contact.locale, params=base | params
+        )
+
+    def amount(self, minor: int) -> str:
+        currency = self.state.quote.currency if self.state.quote else self.context.order.currency
+        return format_minor(minor, currency)
+
+    def _deliver(self) -> None:
+        """Send this refund's pending notices. One delivery at a time: it sends every pending
+        row of the refund, so rows written meanwhile need only one more run after it."""
+        if self._delivery is not None and not self._delivery.done():
+            self._deliver_again = True
+            return
+        self._deliver_again = False
+        self._delivery = workflow.start_activity_method(
+            NotifyActivities.deliver_notifications,
+            c.DeliverInput(refund_id=self.state.refund_id, max_attempts=DELIVERY_ATTEMPTS),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=_DELIVERY_RETRY,
+            summary="deliver notices",
+        )
+
+    async def delivered(self) -> None:
+        """Wait for notice delivery before the run ends or continues as new. Delivery gives up
+        on its own after its last attempt (recording the failure), so this always ends."""
+        while self._delivery is not None:
+            # The activity records its own failures; a lost notice is not a lost refund.
+            with contextlib.suppress(ActivityError):
+                await self._delivery
+            self._delivery = None
+            if self._deliver_again:
+                self._deliver()
+
+    # ------------------------------------------------------------------ details
+    def details(self) -> str:
+        """What the Temporal UI shows as the run's current details."""
+        state = self.state
+        lines = [f"**{state.status.value}** at stage `{state.stage.value}`"]
+        if state.quote is not None:
+            lines.append(f"amount {self.amount(self.quote.total)}")
+        if state.stage is Stage.APPROVAL:
+            lines.append(f"approvals {len(state.current_approvals())}/{state.approvers_required}")
+        if state.payouts:
+            latest = state.latest_payouts()
+            done = sum(p.status is PayoutStatus.SETTLED for p in latest)
+            lines.append(f"payouts settled {done}/{len(latest)}")
+        if state.expected_by:
+            lines.append(f"expected by {state.expected_by}")
+        pending = [p for p in state.latest_payouts() if p.status is PayoutStatus.PENDING]
+        if pending and pending[0].due_at is not None:
+            lines.append(f"installment {pending[0].installment} due {pending[0].due_at.date()}")
+        if state.status is RefundStatus.NEEDS_ATTENTION:
+            lines.append(f"needs attention: {state.escalation_reason}")
+        if self.waiting_for:
+            lines.append(f"waiting for {self.waiting_for}")
+        return "\n\n".join(lines)
