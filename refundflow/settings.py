@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,33 @@ class Settings(BaseSettings):
     ``REFUNDFLOW_NOTIFY='{"smtp_host": "mail.example.com", "smtp_port": 587, "smtp_starttls":
     true, "mail_from": "refunds@example.com"}'``. Email and SMS are off until configured."""
 
+    build_id: str | None = None
+    """This worker's build (e.g. the git commit or image tag). Set, it turns Worker Versioning on:
+    the worker polls as version ``<deployment_name>.<build_id>`` and gets work only once that
+    version is current (``refundflow deploy promote``). Unset, the worker is unversioned."""
+    deployment_name: str = "refundflow"
+    """The Worker Deployment the build belongs to; only meaningful with ``build_id``."""
+
+    @model_validator(mode="after")
+    def _versioning_is_all_or_nothing(self) -> Settings:
+        # A deploy script that meant to version its workers but lost the build id (an empty
+        # variable, a typo) must not quietly run an unversioned worker, nor poll as a version
+        # nobody can promote.
+        if self.build_id is not None and not self.build_id.strip():
+            raise ValueError("REFUNDFLOW_BUILD_ID is empty: set a build id or unset it")
+        if self.build_id is None and "deployment_name" in self.model_fields_set:
+            raise ValueError(
+                "REFUNDFLOW_DEPLOYMENT_NAME is set but REFUNDFLOW_BUILD_ID is not: "
+                "a versioned worker needs both"
+            )
+        # Temporal spells a version "<deployment>.<build id>", so the name cannot hold a dot.
+        name = self.deployment_name
+        if not name.strip() or "." in name:
+            raise ValueError(
+                f"REFUNDFLOW_DEPLOYMENT_NAME {name!r} must be non-empty and contain no '.'"
+            )
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -38,3 +66,12 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """What is wrong with the environment, in one line for an operator."""
+    return "; ".join(
+        str(error["msg"]).removeprefix("Value error, ")
+        + (f" (REFUNDFLOW_{str(error['loc'][0]).upper()})" if error["loc"] else "")
+        for error in exc.errors()
+    )

@@ -4,26 +4,34 @@
 environment (``REFUNDFLOW_TEMPORAL_ADDRESS``, ``REFUNDFLOW_TEMPORAL_NAMESPACE``,
 ``REFUNDFLOW_TASK_QUEUE``) and stops gracefully on SIGTERM or Ctrl-C: running activities get
 time to finish and nothing in flight is lost, since Temporal hands it to the next worker.
+With ``REFUNDFLOW_BUILD_ID`` it is a versioned worker (``refundflow.deployment``): it gets work
+only once its build is the deployment's current version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from refundflow.activities.decisions import all_decisions
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
+from refundflow.deployment import deployment_config, watch_until_current
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import Settings, get_settings
+from refundflow.settings import Settings, describe_invalid, get_settings
 from refundflow.workflows.refund import RefundWorkflow
+
+# What a worker runs, and so what `refundflow replay` checks histories against.
+WORKFLOWS: Sequence[type] = (RefundWorkflow,)
 
 # Pure modules loaded once and shared by every workflow run instead of being re-imported into
 # each sandbox (measured: ~35x the time and ~7x the memory otherwise). The activity modules are
@@ -46,6 +54,10 @@ PASSTHROUGH = (
 )
 
 
+# How often a versioned worker that is not current yet looks whether it has been promoted.
+ROUTING_CHECK = timedelta(seconds=30)
+
+
 def workflow_runner() -> SandboxedWorkflowRunner:
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     return SandboxedWorkflowRunner(restrictions=restrictions)
@@ -66,19 +78,22 @@ def build_worker(
     task_queue: str,
     notify: NotifyActivities | None = None,
     max_threads: int = 8,
+    deployment: WorkerDeploymentConfig | None = None,
 ) -> Worker:
     """``notify`` delivers the outbox; without it, only merchant webhooks (configured per
-    merchant in the database) go out, which is what tests without mail servers want."""
+    merchant in the database) go out, which is what tests without mail servers want.
+    ``deployment`` makes it a versioned worker (``refundflow.deployment.deployment_config``)."""
     notify = notify or NotifyActivities.from_config(activities.engine, NotifyConfig())
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[RefundWorkflow],
+        workflows=list(WORKFLOWS),
         activities=[*activities.all(), *notify.all(), *all_decisions()],
         # Database activities are plain functions; they run on this pool.
         activity_executor=ThreadPoolExecutor(max_workers=max_threads),
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=timedelta(seconds=30),
+        deployment_config=deployment,
     )
 
 
@@ -87,21 +102,36 @@ async def run(settings: Settings | None = None) -> None:
     client = await connect(settings)
     activities = RefundActivities.from_settings(settings)
     notify = NotifyActivities.from_config(activities.engine, NotifyConfig(**settings.notify))
-    worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
+    deployment = deployment_config(settings)
+    worker = build_worker(
+        client,
+        activities,
+        task_queue=settings.task_queue,
+        notify=notify,
+        deployment=deployment,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
-        sweeper = asyncio.create_task(sweep_outbox(notify))
+        background = [asyncio.create_task(sweep_outbox(notify))]
+        if deployment is not None:
+            watch = watch_until_current(client, version=deployment.version, every=ROUTING_CHECK)
+            background.append(asyncio.create_task(watch))
         await stop.wait()
-        sweeper.cancel()
+        for task in background:
+            task.cancel()
     await notify.aclose()
     activities.close()
 
 
 def main() -> None:
-    asyncio.run(run())
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"refundflow worker: invalid settings: {describe_invalid(exc)}") from None
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

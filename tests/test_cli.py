@@ -1,6 +1,7 @@
 """The installed ``refundflow`` console script, run as a user runs it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "refundflow"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN), *args], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+        [str(BIN), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env=env,
     )
 
 
@@ -57,3 +64,17 @@ def test_db_upgrade_creates_the_default_sqlite_database(tmp_path: Path) -> None:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert f"revision {head}" in result.stdout
     assert (tmp_path / "data" / "refundflow.db").stat().st_size > 0
+
+
+def test_worker_refuses_a_deployment_name_without_a_build_id() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REFUNDFLOW_BUILD_ID"}
+    env["REFUNDFLOW_DEPLOYMENT_NAME"] = "refunds"
+    result = run("worker", env=env)
+    assert result.returncode == 2
+    assert "invalid_settings" in result.stderr and "REFUNDFLOW_BUILD_ID" in result.stderr
+
+
+def test_deploy_promote_needs_a_build_id() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
+    result = run("deploy", "promote", env=env)
+    assert result.returncode == 2 and "missing_build_id" in result.stderr

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from refundflow.cli import remote
+from refundflow.cli import deploy, remote
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import format_minor, to_major
@@ -33,6 +33,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(remote.refunds_app, name="refunds")
 app.add_typer(remote.ops_app, name="ops")
+app.add_typer(deploy.deploy_app, name="deploy")
+app.command()(deploy.replay)
 app.command()(remote.approve)
 app.command()(remote.reject)
 
@@ -184,10 +186,15 @@ def demo(
 
 @app.command()
 def worker() -> None:
-    """Run a worker: RefundWorkflow and its activities (stops cleanly on Ctrl-C / SIGTERM)."""
-    from refundflow.worker import main as run_worker
+    """Run a worker: RefundWorkflow and its activities (stops cleanly on Ctrl-C / SIGTERM).
 
-    run_worker()
+    With REFUNDFLOW_BUILD_ID it is a versioned worker: it gets work once `refundflow deploy
+    promote` has made its build current."""
+    import asyncio
+
+    from refundflow.worker import run
+
+    asyncio.run(run(deploy.settings_or_exit()))
 
 
 @app.command()
