@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "refunds"
+    signal_timeout_seconds: float = 10.0
+    """How long handing a provider's webhook event to its run may take; past it the webhook
+    answers 503 and the provider retries."""
     providers: dict[str, dict[str, Any]] = {}
     """Real provider adapters by name (``alipay``, ``wechat``, ``stripe``, ``paypal``,
     ``bank_transfer``), each with its adapter's config, e.g. ``REFUNDFLOW_PROVIDERS='{"stripe":

@@ -41,6 +41,13 @@ _STATUS_BY_CODE = {
 }
 
 
+_UNREACHABLE = frozenset(
+    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+)
+"""Temporal statuses that mean "not reached in time" (CANCELLED is how the SDK reports its own
+deadline running out on some calls): 503, and the caller may retry."""
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -101,7 +108,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RPCError)
     async def _temporal(_: Request, exc: RPCError) -> JSONResponse:
-        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        if exc.status in _UNREACHABLE:
             return problem(
                 503, "temporal_unavailable", "the workflow service is unreachable; retry"
             )

@@ -1,0 +1,155 @@
+"""The API's calls to refund runs when Temporal is unreachable, slow, or the run is closed:
+provider events reach their run at least once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlmodel import select
+from temporalio.client import (
+    Client,
+    DescribeWorkflowInput,
+    Interceptor,
+    OutboundInterceptor,
+    QueryWorkflowInput,
+    SignalWorkflowInput,
+    StartWorkflowInput,
+    StartWorkflowUpdateInput,
+    WorkflowExecutionDescription,
+    WorkflowHandle,
+    WorkflowUpdateHandle,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from refundflow.db.engine import session_scope
+from refundflow.db.models import WebhookEventRow
+from refundflow.domain.states import PayoutEvent, PayoutStatus, RefundStatus
+from refundflow.workflows.client import workflow_id
+from refundflow.workflows.refund import RefundWorkflow
+from tests.api.conftest import Api
+
+REFUND = {"order_id": "o-1", "items": [{"line_id": "l1", "quantity": 1}], "reason": "LATE_DELIVERY"}
+PROBLEM = "application/problem+json"
+
+
+class Outage(Interceptor):
+    """Wraps a real client: its next ``calls`` calls to Temporal (every call when ``None``)
+    fail the way they do when the cluster cannot be reached."""
+
+    def __init__(self, calls: int | None = None) -> None:
+        self.calls = calls
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _FailingCalls(next, self)
+
+    def check(self) -> None:
+        if self.calls == 0:
+            return
+        if self.calls is not None:
+            self.calls -= 1
+        raise RPCError("tcp connect error", RPCStatusCode.UNAVAILABLE, b"")
+
+    def client(self, real: Client) -> Client:
+        config = real.config()
+        config["interceptors"] = [*config["interceptors"], self]
+        return Client(**config)
+
+
+class _FailingCalls(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, outage: Outage) -> None:
+        super().__init__(next)
+        self.outage = outage
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        self.outage.check()
+        return await super().start_workflow(input)
+
+    async def describe_workflow(self, input: DescribeWorkflowInput) -> WorkflowExecutionDescription:
+        self.outage.check()
+        return await super().describe_workflow(input)
+
+    async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+        self.outage.check()
+        return await super().query_workflow(input)
+
+    async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+        self.outage.check()
+        await super().signal_workflow(input)
+
+    async def start_workflow_update(
+        self, input: StartWorkflowUpdateInput
+    ) -> WorkflowUpdateHandle[Any]:
+        self.outage.check()
+        return await super().start_workflow_update(input)
+
+
+async def start(api: Api, key: str, body: dict[str, Any] | None = None) -> str:
+    assert (await api.put_order()).status_code == 200
+    response = await api.call(
+        "client", "POST", "/v1/refunds", json=body or REFUND, headers={"Idempotency-Key": key}
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["refund_id"])
+
+
+async def wait_for(api: Api, refund_id: str, status: RefundStatus) -> dict[str, Any]:
+    """The refund's GET once the run reports ``status`` (workflow time moves, not ours)."""
+    for _ in range(50):
+        view: dict[str, Any] = (await api.call("ops", "GET", f"/v1/refunds/{refund_id}")).json()
+        if view["status"] == status.value:
+            return view
+        await api.env.sleep(60)
+    raise AssertionError(f"{refund_id} never reached {status}: {view}")
+
+
+async def awaiting_funds(api: Api, key: str) -> str:
+    """A refund paid out and waiting for the provider's word, which only a webhook brings."""
+    api.sandbox.default_settlement("never")
+    refund_id = await start(api, key)
+    await wait_for(api, refund_id, RefundStatus.AWAITING_FUNDS)
+    return refund_id
+
+
+def webhook_events(api: Api, event_id: str) -> list[WebhookEventRow]:
+    with session_scope(api.engine, readonly=True) as s:
+        return list(s.exec(select(WebhookEventRow).where(WebhookEventRow.event_id == event_id)))
+
+
+async def post_webhook(api: Api, event: PayoutEvent) -> httpx.Response:
+    body = event.model_dump_json().encode()
+    headers = api.sandbox.sign_webhook(body)
+    return await api.http.post("/v1/webhooks/sandbox", content=body, headers=headers)
+
+
+async def test_a_webhook_the_run_did_not_get_is_not_recorded_and_its_retry_delivers_it(
+    api: Api,
+) -> None:
+    refund_id = await awaiting_funds(api, "wh-retry")
+    handle = api.env.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
+    key = (await handle.query(RefundWorkflow.view)).payouts[0].key
+    event = PayoutEvent(
+        payout_key=key, status=PayoutStatus.SETTLED, event_id="evt-retry", provider_ref="sbx"
+    )
+    api.app.state.temporal = Outage(calls=1).client(api.env.client)
+
+    lost = await post_webhook(api, event)
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["content-type"] == PROBLEM
+    assert lost.json()["code"] == "temporal_unavailable"
+    assert lost.headers["retry-after"]
+    assert webhook_events(api, "evt-retry") == []
+    assert (await handle.query(RefundWorkflow.view)).payouts[0].status is PayoutStatus.ACCEPTED
+
+    retried = await post_webhook(api, event)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "accepted"
+    assert len(webhook_events(api, "evt-retry")) == 1
+    again = await post_webhook(api, event)
+    assert again.json()["status"] == "duplicate"
+    # The sandbox never settles on its own: only the delivered event completes the refund.
+    assert await api.finish(refund_id) == "COMPLETED"
+    # An event for a finished run has nowhere to go; it stays on record for ops.
+    late = await post_webhook(api, event.model_copy(update={"event_id": "evt-late"}))
+    assert late.status_code == 202 and late.json()["status"] == "recorded"
+    assert len(webhook_events(api, "evt-late")) == 1
