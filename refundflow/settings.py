@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "refunds"
+    query_timeout_seconds: float = 5.0
+    """How long the API waits for a running refund's view; past it, the stored row answers."""
     signal_timeout_seconds: float = 10.0
     """How long handing a provider's webhook event to its run may take; past it the webhook
     answers 503 and the provider retries."""

@@ -56,7 +56,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def get_runs(temporal: TemporalDep, settings: SettingsDep) -> RefundRuns:
-    return RefundRuns(temporal, signal_timeout=timedelta(seconds=settings.signal_timeout_seconds))
+    return RefundRuns(
+        temporal,
+        query_timeout=timedelta(seconds=settings.query_timeout_seconds),
+        signal_timeout=timedelta(seconds=settings.signal_timeout_seconds),
+    )
 
 
 RunsDep = Annotated[RefundRuns, Depends(get_runs)]

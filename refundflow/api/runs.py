@@ -6,29 +6,74 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from refundflow.api.errors import ApiError
-from refundflow.domain.states import PayoutEvent, RefundState
+from refundflow.domain.states import TERMINAL, PayoutEvent, RefundState
 from refundflow.workflows.client import workflow_id
 from refundflow.workflows.refund import RefundWorkflow
 
 
 class RefundRuns:
-    """Provider events for refund runs, as the HTTP API needs them."""
+    """Reads and provider events for refund runs, as the HTTP API needs them."""
 
     def __init__(
         self,
         client: Client,
         *,
+        query_timeout: timedelta,
         signal_timeout: timedelta,
     ) -> None:
         self.client = client
+        self.query_timeout = query_timeout
         self.signal_timeout = signal_timeout
 
     def _handle(self, refund_id: str) -> WorkflowHandle[RefundWorkflow, RefundState]:
         return self.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
+
+    async def view(self, refund_id: str, *, stored_status: str) -> RefundState | None:
+        """The run's own view of the refund, or ``None`` when it has none to give in time
+        (closed without finishing, unreachable, slow): the stored row is the answer then.
+
+        A closed run is never queried: a query on it would need a worker to replay its whole
+        history, and would hang while none polls. A finished refund's last view is the run's
+        result, which the server reads from history on its own."""
+        handle = self._handle(refund_id)
+        # The SDK retries some failures past ``rpc_timeout``; the outer deadline is the bound.
+        try:
+            async with asyncio.timeout(self.query_timeout.total_seconds()):
+                if stored_status in TERMINAL:
+                    return await self._final_view(handle)
+                return await handle.query(
+                    RefundWorkflow.view,
+                    reject_condition=QueryRejectCondition.NOT_OPEN,
+                    rpc_timeout=self.query_timeout,
+                )
+        except (
+            RPCError,
+            TimeoutError,
+            WorkflowQueryRejectedError,  # closed since the row was written
+            WorkflowQueryFailedError,
+        ):
+            return None
+
+    async def _final_view(
+        self, handle: WorkflowHandle[RefundWorkflow, RefundState]
+    ) -> RefundState | None:
+        described = await handle.describe(rpc_timeout=self.query_timeout)
+        if described.status is not WorkflowExecutionStatus.COMPLETED:
+            # Still delivering its last notices (the row turns terminal first), or ended by
+            # ops: no final view to read without a worker; the row says enough.
+            return None
+        return await handle.result(rpc_timeout=self.query_timeout)
 
     async def payout_event(self, refund_id: str, event: PayoutEvent) -> bool:
         """Hand a provider's event to the run: ``True`` once it has it, ``False`` when the run

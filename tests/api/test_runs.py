@@ -1,5 +1,5 @@
 """The API's calls to refund runs when Temporal is unreachable, slow, or the run is closed:
-provider events reach their run at least once."""
+provider events reach their run at least once, closed runs are read without a worker."""
 
 from __future__ import annotations
 
@@ -153,3 +153,27 @@ async def test_a_webhook_the_run_did_not_get_is_not_recorded_and_its_retry_deliv
     late = await post_webhook(api, event.model_copy(update={"event_id": "evt-late"}))
     assert late.status_code == 202 and late.json()["status"] == "recorded"
     assert len(webhook_events(api, "evt-late")) == 1
+
+
+async def test_a_finished_refund_is_read_from_its_run_with_no_worker_polling(api: Api) -> None:
+    refund_id = await start(api, "done-read")
+    assert await api.finish(refund_id) == "COMPLETED"
+    # A query on a closed run needs a worker to replay it; with none, only a read that sends
+    # no query task can answer.
+    await api.worker.shutdown()
+    response = await api.call("client", "GET", f"/v1/refunds/{refund_id}")
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["status"] == "COMPLETED"
+    assert view["live"] is not None, "the finished run's last view is its result"
+    assert view["live"]["status"] == "COMPLETED"
+    assert [p["status"] for p in view["live"]["payouts"]] == ["settled"]
+
+
+async def test_a_run_ended_early_is_read_from_the_stored_row(api: Api) -> None:
+    refund_id = await awaiting_funds(api, "ended-early")
+    await api.env.client.get_workflow_handle(workflow_id(refund_id)).terminate("ops ended it")
+    response = await api.call("client", "GET", f"/v1/refunds/{refund_id}")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "AWAITING_FUNDS"
+    assert response.json()["live"] is None, "a closed run is not queried"

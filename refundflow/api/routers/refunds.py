@@ -20,6 +20,7 @@ from refundflow.api import schemas as api
 from refundflow.api.deps import (
     Principal,
     ReadSessionDep,
+    RunsDep,
     SessionDep,
     SettingsDep,
     TemporalDep,
@@ -181,16 +182,12 @@ def _public(row: RefundRow, live: RefundState | None = None) -> api.RefundPublic
 
 @router.get("/{refund_id}", response_model=api.RefundPublic)
 async def get_refund(
-    refund_id: str, session: ReadSessionDep, principal: Reader, temporal: TemporalDep
+    refund_id: str, session: ReadSessionDep, principal: Reader, runs: RunsDep
 ) -> api.RefundPublic:
-    """One refund: the stored row, and the live run's view when the run answers."""
+    """One refund: the stored row, and the run's view when it gives one in time (a finished
+    refund's is its last)."""
     row = _row(session, principal, refund_id)
-    handle = temporal.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
-    try:
-        live: RefundState | None = await handle.query(RefundWorkflow.view)
-    except RPCError:
-        live = None  # the stored row is the answer when the run is closed or unreachable
-    return _public(row, live)
+    return _public(row, await runs.view(refund_id, stored_status=row.status))
 
 
 @router.get("", response_model=api.RefundPage)
