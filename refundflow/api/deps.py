@@ -59,6 +59,7 @@ def get_runs(temporal: TemporalDep, settings: SettingsDep) -> RefundRuns:
     return RefundRuns(
         temporal,
         query_timeout=timedelta(seconds=settings.query_timeout_seconds),
+        update_timeout=timedelta(seconds=settings.update_timeout_seconds),
         signal_timeout=timedelta(seconds=settings.signal_timeout_seconds),
     )
 

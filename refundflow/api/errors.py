@@ -38,6 +38,7 @@ _STATUS_BY_CODE = {
     "forbidden": 403,
     "temporal_unavailable": 503,
     "database_busy": 503,
+    "update_timeout": 504,
 }
 
 
@@ -63,6 +64,7 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
         409: "Conflict",
         422: "Unprocessable content",
         503: "Service unavailable",
+        504: "Gateway timeout",
     }
     body = {
         "type": f"https://refundflow.dev/problems/{code}",

@@ -5,35 +5,42 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import QueryRejectCondition
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from refundflow.api.errors import ApiError
+from refundflow.api import schemas as api
+from refundflow.api.errors import ApiError, status_for
 from refundflow.domain.states import TERMINAL, PayoutEvent, RefundState
 from refundflow.workflows.client import workflow_id
 from refundflow.workflows.refund import RefundWorkflow
 
 
 class RefundRuns:
-    """Reads and provider events for refund runs, as the HTTP API needs them."""
+    """Reads, messages and provider events for refund runs, as the HTTP API needs them."""
 
     def __init__(
         self,
         client: Client,
         *,
         query_timeout: timedelta,
+        update_timeout: timedelta,
         signal_timeout: timedelta,
     ) -> None:
         self.client = client
         self.query_timeout = query_timeout
+        self.update_timeout = update_timeout
         self.signal_timeout = signal_timeout
 
     def _handle(self, refund_id: str) -> WorkflowHandle[RefundWorkflow, RefundState]:
@@ -74,6 +81,40 @@ class RefundRuns:
             # ops: no final view to read without a worker; the row says enough.
             return None
         return await handle.result(rpc_timeout=self.query_timeout)
+
+    async def update(self, refund_id: str, update: Any, msg: Any) -> api.MessageOut:
+        """Send one message (a workflow update) and return the run's answer; a refusal becomes
+        its problem code, a finished run 409 ``wrong_state``, no answer in time 504."""
+        handle = self._handle(refund_id)
+        try:
+            # ``rpc_timeout`` bounds each call to the server; the SDK may call again (retries,
+            # polling for the outcome of an accepted update), so the whole wait is bounded too.
+            async with asyncio.timeout(self.update_timeout.total_seconds()):
+                result = await handle.execute_update(update, msg, rpc_timeout=self.update_timeout)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                code, detail = cause.type or "refused", cause.message
+            else:
+                code, detail = "refused", str(cause or err)
+            raise ApiError(status_for(code), code, detail) from err
+        except (TimeoutError, RPCTimeoutOrCancelledError) as err:
+            raise ApiError(
+                504,
+                "update_timeout",
+                f"refund {refund_id} did not answer within {self.update_timeout.total_seconds():g}"
+                " s; the message may still take effect, so read the refund before sending again",
+            ) from err
+        except RPCError as err:
+            # Both the dev server and the test server answer NOT_FOUND for an update on a
+            # closed run (their messages differ); every other status goes to the RPCError
+            # handler (503 when Temporal is unreachable).
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise ApiError(409, "wrong_state", "the refund is no longer running") from err
+            raise
+        return api.MessageOut(
+            accepted=result.accepted, status=result.status.value, detail=result.detail
+        )
 
     async def payout_event(self, refund_id: str, event: PayoutEvent) -> bool:
         """Hand a provider's event to the run: ``True`` once it has it, ``False`` when the run

@@ -1,8 +1,10 @@
 """The API's calls to refund runs when Temporal is unreachable, slow, or the run is closed:
-provider events reach their run at least once, closed runs are read without a worker."""
+provider events reach their run at least once, closed runs are read without a worker,
+messages have a deadline, and every outage answers problem+json with a stable code."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -177,3 +179,63 @@ async def test_a_run_ended_early_is_read_from_the_stored_row(api: Api) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "AWAITING_FUNDS"
     assert response.json()["live"] is None, "a closed run is not queried"
+
+
+async def test_a_message_nobody_answers_gets_a_deadline(api_own_server: Api) -> None:
+    api = api_own_server
+    refund_id = await awaiting_funds(api, "unanswered")
+    settings = api.app.state.settings
+    api.app.state.settings = settings.model_copy(update={"update_timeout_seconds": 1.0})
+    await api.worker.shutdown()  # the run is open, but nothing runs it
+    # The guard only turns a hang into a failure; the deadline under test is 1 s.
+    response = await asyncio.wait_for(
+        api.call("client", "POST", f"/v1/refunds/{refund_id}/receipt", json={"received": True}),
+        timeout=60,
+    )
+    assert response.status_code == 504, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["code"] == "update_timeout"
+
+
+async def test_a_message_to_a_finished_refund_is_wrong_state(api: Api) -> None:
+    refund_id = await start(api, "done-cancel")
+    assert await api.finish(refund_id) == "COMPLETED"
+    response = await api.call("client", "POST", f"/v1/refunds/{refund_id}/cancel", json={})
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["code"] == "wrong_state"
+
+
+MESSAGES: list[tuple[str, str, dict[str, Any]]] = [
+    ("approver", "decisions", {"decision": "APPROVE", "quote_fingerprint": "x"}),
+    ("warehouse", "supplier-response", {"supplier_ref": "s", "can_cancel": True}),
+    ("warehouse", "return-inspection", {}),
+    ("client", "customer-confirmation", {"confirmed": True}),
+    ("client", "receipt", {"received": True}),
+    ("client", "cancel", {}),
+    ("ops", "ops-actions", {"action": "resume"}),
+]
+
+
+async def test_an_unreachable_cluster_answers_503_on_every_route(api: Api) -> None:
+    refund_id = await awaiting_funds(api, "outage")
+    handle = api.env.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
+    key = (await handle.query(RefundWorkflow.view)).payouts[0].key
+    api.app.state.temporal = Outage().client(api.env.client)
+
+    read = await api.call("client", "GET", f"/v1/refunds/{refund_id}")
+    assert read.status_code == 200, read.text
+    assert (read.json()["status"], read.json()["live"]) == ("AWAITING_FUNDS", None)
+    created = await api.call(
+        "client", "POST", "/v1/refunds", json=REFUND, headers={"Idempotency-Key": "outage-2"}
+    )
+    event = PayoutEvent(payout_key=key, status=PayoutStatus.SETTLED, event_id="evt-outage")
+    webhook = await post_webhook(api, event)
+    messages = [
+        await api.call(who, "POST", f"/v1/refunds/{refund_id}/{path}", json=body)
+        for who, path, body in MESSAGES
+    ]
+    for response in [created, webhook, *messages]:
+        assert response.status_code == 503, (response.request.url, response.text)
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["code"] == "temporal_unavailable"
