@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "refunds"
+    query_timeout_seconds: float = 5.0
+    """How long the API waits for a running refund's view; past it, the stored row answers."""
+    update_timeout_seconds: float = 30.0
+    """How long a message to a running refund (a decision, a receipt, a cancel, ...) waits for
+    the run's answer; past it the API answers 504 ``update_timeout``."""
+    signal_timeout_seconds: float = 10.0
+    """How long handing a provider's webhook event to its run may take; past it the webhook
+    answers 503 and the provider retries."""
     providers: dict[str, dict[str, Any]] = {}
     """Real provider adapters by name (``alipay``, ``wechat``, ``stripe``, ``paypal``,
     ``bank_transfer``), each with its adapter's config, e.g. ``REFUNDFLOW_PROVIDERS='{"stripe":

@@ -1,8 +1,9 @@
-"""Dependencies: database session, the caller's API key, the Temporal client."""
+"""Dependencies: database session, the caller's API key, the Temporal client and refund runs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,6 +13,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from refundflow.api.errors import ApiError
+from refundflow.api.runs import RefundRuns
 from refundflow.db.engine import new_session
 from refundflow.db.repository import verify_api_key
 from refundflow.settings import Settings
@@ -48,8 +50,21 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_runs(temporal: TemporalDep, settings: SettingsDep) -> RefundRuns:
+    return RefundRuns(
+        temporal,
+        query_timeout=timedelta(seconds=settings.query_timeout_seconds),
+        update_timeout=timedelta(seconds=settings.update_timeout_seconds),
+        signal_timeout=timedelta(seconds=settings.signal_timeout_seconds),
+    )
+
+
+RunsDep = Annotated[RefundRuns, Depends(get_runs)]
 
 
 class Principal(BaseModel):

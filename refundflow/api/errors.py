@@ -38,7 +38,15 @@ _STATUS_BY_CODE = {
     "forbidden": 403,
     "temporal_unavailable": 503,
     "database_busy": 503,
+    "update_timeout": 504,
 }
+
+
+_UNREACHABLE = frozenset(
+    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+)
+"""Temporal statuses that mean "not reached in time" (CANCELLED is how the SDK reports its own
+deadline running out on some calls): 503, and the caller may retry."""
 
 
 class ApiError(Exception):
@@ -56,6 +64,7 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
         409: "Conflict",
         422: "Unprocessable content",
         503: "Service unavailable",
+        504: "Gateway timeout",
     }
     body = {
         "type": f"https://refundflow.dev/problems/{code}",
@@ -101,7 +110,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RPCError)
     async def _temporal(_: Request, exc: RPCError) -> JSONResponse:
-        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        if exc.status in _UNREACHABLE:
             return problem(
                 503, "temporal_unavailable", "the workflow service is unreachable; retry"
             )

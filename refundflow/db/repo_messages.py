@@ -148,11 +148,19 @@ def record_webhook_event(
     payload: dict[str, Any],
     at: datetime | None = None,
 ) -> bool:
-    """``True`` the first time ``provider`` sends ``event_id``, ``False`` for a duplicate."""
+    """``True`` the first time ``provider``'s ``event_id`` is recorded, ``False`` if it was."""
     row = WebhookEventRow(
         provider=provider, event_id=event_id, payload=payload, received_at=at or utcnow()
     )
     return insert_once(session, row, constraint="uq_webhook_events_provider_event_id")
+
+
+def webhook_event_recorded(session: Session, *, provider: str, event_id: str) -> bool:
+    """Whether ``provider``'s ``event_id`` is on record (delivered, or its run had finished)."""
+    statement = select(WebhookEventRow.id).where(
+        WebhookEventRow.provider == provider, WebhookEventRow.event_id == event_id
+    )
+    return session.exec(statement).first() is not None
 
 
 # -------------------------------------------------------------------------------- outbox

@@ -30,6 +30,7 @@ from refundflow.db.repo_messages import (
     record_delivery,
     record_webhook_event,
     release_idempotency_key,
+    webhook_event_recorded,
 )
 from refundflow.db.repo_orders import get_order, tender_balances, upsert_order
 from refundflow.db.repo_records import account_balance, append_audit, list_audit, post_ledger
@@ -98,4 +99,5 @@ __all__ = [
     "upsert_merchant",
     "upsert_order",
     "verify_api_key",
+    "webhook_event_recorded",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -12,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
@@ -37,9 +40,12 @@ ROLES = ("client", "approver", "warehouse", "ops", "admin")
 @dataclass
 class Api:
     http: httpx.AsyncClient
+    app: FastAPI
     env: WorkflowEnvironment
     engine: Engine
     sandbox: SandboxGateway
+    worker: Worker
+    """The only worker on this test's task queue: shut it down to leave runs unattended."""
     keys: dict[str, str] = field(default_factory=dict)
     merchant: str = "shop-a"
     """role -> token for merchant A ("client-b" for merchant B; "approver2" a second approver)."""
@@ -94,7 +100,29 @@ class Api:
 
 @pytest.fixture
 async def api(env: WorkflowEnvironment, db_url: str, tmp_path: Path) -> AsyncIterator[Api]:  # noqa: F811
-    engine = make_engine(db_url)
+    async with serve_api(env, db_url, tmp_path) as api:
+        yield api
+
+
+@pytest.fixture
+async def api_own_server(
+    fresh_env: WorkflowEnvironment,
+    db_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> AsyncIterator[Api]:
+    """The API against a Temporal test server of its own, for a test that stops its clock for
+    good: an update sent to a run no worker takes keeps the test server from skipping time,
+    even after the run is terminated."""
+    async with serve_api(fresh_env, db_url, tmp_path) as api:
+        yield api
+
+
+@asynccontextmanager
+async def serve_api(
+    env: WorkflowEnvironment, database_url: str, tmp_path: Path
+) -> AsyncIterator[Api]:
+    """The app, a worker with the real activities and an HTTP client, on ``env``'s server."""
+    engine = make_engine(database_url)
     keys: dict[str, str] = {}
     # Unique per test: refund ids derive from merchant and idempotency key, and the Temporal
     # server is shared by the whole session.
@@ -115,17 +143,22 @@ async def api(env: WorkflowEnvironment, db_url: str, tmp_path: Path) -> AsyncIte
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     queue = f"api-{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=db_url, task_queue=queue, data_dir=tmp_path)
+    settings = Settings(database_url=database_url, task_queue=queue, data_dir=tmp_path)
     app = create_app(settings, engine=engine, temporal=env.client)
     use_gateways(app, gateways)
     transport = httpx.ASGITransport(app=app)
-    async with (
-        build_worker(env.client, RefundActivities(engine, gateways), task_queue=queue),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
-    ):
+    worker = build_worker(env.client, RefundActivities(engine, gateways), task_queue=queue)
+    async with worker, httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         try:
             yield Api(
-                http=http, env=env, engine=engine, sandbox=sandbox, keys=keys, merchant=merchant
+                http=http,
+                app=app,
+                env=env,
+                engine=engine,
+                sandbox=sandbox,
+                worker=worker,
+                keys=keys,
+                merchant=merchant,
             )
         finally:
             await _terminate_open_runs(env, engine)

@@ -11,8 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from refundflow.activities.contracts import RefundWorkflowInput
@@ -20,12 +18,13 @@ from refundflow.api import schemas as api
 from refundflow.api.deps import (
     Principal,
     ReadSessionDep,
+    RunsDep,
     SessionDep,
     SettingsDep,
     TemporalDep,
     require,
 )
-from refundflow.api.errors import ApiError, status_for
+from refundflow.api.errors import ApiError
 from refundflow.db.models import RefundRow
 from refundflow.db.repository import (
     ClaimOutcome,
@@ -181,16 +180,12 @@ def _public(row: RefundRow, live: RefundState | None = None) -> api.RefundPublic
 
 @router.get("/{refund_id}", response_model=api.RefundPublic)
 async def get_refund(
-    refund_id: str, session: ReadSessionDep, principal: Reader, temporal: TemporalDep
+    refund_id: str, session: ReadSessionDep, principal: Reader, runs: RunsDep
 ) -> api.RefundPublic:
-    """One refund: the stored row, and the live run's view when the run answers."""
+    """One refund: the stored row, and the run's view when it gives one in time (a finished
+    refund's is its last)."""
     row = _row(session, principal, refund_id)
-    handle = temporal.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
-    try:
-        live: RefundState | None = await handle.query(RefundWorkflow.view)
-    except RPCError:
-        live = None  # the stored row is the answer when the run is closed or unreachable
-    return _public(row, live)
+    return _public(row, await runs.view(refund_id, stored_status=row.status))
 
 
 @router.get("", response_model=api.RefundPage)
@@ -239,38 +234,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned") from exc
 
 
-async def _update(temporal: Client, refund_id: str, update: Any, msg: Any) -> api.MessageOut:
-    handle = temporal.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
-    try:
-        result = await handle.execute_update(update, msg)
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            code, detail = cause.type or "refused", cause.message
-        else:
-            code, detail = "refused", str(cause or err)
-        raise ApiError(status_for(code), code, detail) from err
-    except RPCError as err:
-        if "not found" in err.message.lower() or "completed" in err.message.lower():
-            raise ApiError(409, "wrong_state", "the refund is no longer running") from err
-        raise
-    return api.MessageOut(
-        accepted=result.accepted, status=result.status.value, detail=result.detail
-    )
-
-
 @router.post("/{refund_id}/decisions", response_model=api.MessageOut)
 async def decide(
     refund_id: str,
     body: api.DecisionIn,
     session: ReadSessionDep,
     principal: Annotated[Principal, Depends(require("approver"))],
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """Approve or reject. The approver is the API key's owner; the answer is the workflow's."""
     _row(session, principal, refund_id)
     msg = ApprovalDecision(approver_id=principal.name, **body.model_dump())
-    return await _update(temporal, refund_id, RefundWorkflow.decide, msg)
+    return await runs.update(refund_id, RefundWorkflow.decide, msg)
 
 
 @router.post("/{refund_id}/supplier-response", response_model=api.MessageOut)
@@ -279,12 +254,12 @@ async def supplier_response(
     body: api.SupplierResponseIn,
     session: ReadSessionDep,
     principal: Annotated[Principal, Depends(require("warehouse", "ops"))],
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """The supplier's answer on cancelling a presale order in production."""
     _row(session, principal, refund_id)
     msg = SupplierResponse(**body.model_dump())
-    return await _update(temporal, refund_id, RefundWorkflow.supplier_response, msg)
+    return await runs.update(refund_id, RefundWorkflow.supplier_response, msg)
 
 
 @router.post("/{refund_id}/return-inspection", response_model=api.MessageOut)
@@ -293,12 +268,12 @@ async def return_inspection(
     body: api.ReturnInspectionIn,
     session: ReadSessionDep,
     principal: Annotated[Principal, Depends(require("warehouse"))],
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """The warehouse received the goods; a deduction sends the refund back for approval."""
     _row(session, principal, refund_id)
     msg = ReturnInspection(inspector_id=principal.name, **body.model_dump())
-    return await _update(temporal, refund_id, RefundWorkflow.return_inspection, msg)
+    return await runs.update(refund_id, RefundWorkflow.return_inspection, msg)
 
 
 @router.post("/{refund_id}/customer-confirmation", response_model=api.MessageOut)
@@ -307,12 +282,12 @@ async def customer_confirmation(
     body: api.CustomerConfirmationIn,
     session: ReadSessionDep,
     principal: Client_,
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """The customer confirms (or declines) the amount of a large refund."""
     _row(session, principal, refund_id)
     msg = CustomerConfirmation(**body.model_dump())
-    return await _update(temporal, refund_id, RefundWorkflow.customer_confirmation, msg)
+    return await runs.update(refund_id, RefundWorkflow.customer_confirmation, msg)
 
 
 @router.post("/{refund_id}/receipt", response_model=api.MessageOut)
@@ -321,13 +296,11 @@ async def receipt(
     body: api.ReceiptIn,
     session: ReadSessionDep,
     principal: Client_,
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """The customer says the money arrived, or has not."""
     _row(session, principal, refund_id)
-    return await _update(
-        temporal, refund_id, RefundWorkflow.receipt, ReceiptReport(**body.model_dump())
-    )
+    return await runs.update(refund_id, RefundWorkflow.receipt, ReceiptReport(**body.model_dump()))
 
 
 @router.post("/{refund_id}/cancel", response_model=api.MessageOut)
@@ -336,12 +309,12 @@ async def cancel(
     body: api.CancelIn,
     session: ReadSessionDep,
     principal: Annotated[Principal, Depends(require("client", "ops"))],
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """Cancel before any payout; releases the reserved amount."""
     _row(session, principal, refund_id)
     msg = CancelRequest(requested_by=principal.name, reason=body.reason)
-    return await _update(temporal, refund_id, RefundWorkflow.cancel_refund, msg)
+    return await runs.update(refund_id, RefundWorkflow.cancel_refund, msg)
 
 
 @router.post("/{refund_id}/ops-actions", response_model=api.MessageOut)
@@ -350,9 +323,9 @@ async def ops_action(
     body: api.OpsActionIn,
     session: ReadSessionDep,
     principal: Annotated[Principal, Depends(require("ops"))],
-    temporal: TemporalDep,
+    runs: RunsDep,
 ) -> api.MessageOut:
     """Resolve NEEDS_ATTENTION: retry_payout, switch_destination, mark_settled, cancel, resume."""
     _row(session, principal, refund_id)
     msg = OpsAction(actor=principal.name, **body.model_dump())
-    return await _update(temporal, refund_id, RefundWorkflow.ops_action, msg)
+    return await runs.update(refund_id, RefundWorkflow.ops_action, msg)

@@ -1,18 +1,25 @@
-"""Provider webhooks: verified in the provider's own scheme, deduplicated, then signalled."""
+"""Provider webhooks: verified in the provider's own scheme, handed to the run, then recorded.
+
+Delivery to the run is at least once: an event is recorded (and later copies answered
+``duplicate``) only after its run has it, so when the hand-over fails the provider's retry
+hands it over again. The run applies a repeated event once."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter, Request
-from temporalio.service import RPCError, RPCStatusCode
 
-from refundflow.api.deps import SessionDep, TemporalDep
+from refundflow.api.deps import EngineDep, ReadSessionDep, RunsDep
 from refundflow.api.errors import ApiError
-from refundflow.db.repository import get_payout, get_refund, record_webhook_event
+from refundflow.db.engine import session_scope
+from refundflow.db.repository import (
+    get_payout,
+    get_refund,
+    record_webhook_event,
+    webhook_event_recorded,
+)
 from refundflow.gateways.base import Gateway
-from refundflow.workflows.client import workflow_id
-from refundflow.workflows.refund import RefundWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -27,10 +34,11 @@ def _gateway(request: Request, provider: str) -> Gateway:
 
 @router.post("/{provider}", status_code=202)
 async def webhook(
-    provider: str, request: Request, session: SessionDep, temporal: TemporalDep
+    provider: str, request: Request, session: ReadSessionDep, engine: EngineDep, runs: RunsDep
 ) -> dict[str, str]:
     """Signature first (a forged or stale call changes nothing), then our records (the payout
-    must belong to this provider), then dedupe by event id, then the run is signalled."""
+    must belong to this provider), then the run gets the event, then the event id is recorded.
+    503 when the run could not get it: nothing is recorded, and the provider retries."""
     body = await request.body()
     try:
         # Off the event loop: a first PayPal webhook fetches the signing certificate.
@@ -50,17 +58,17 @@ async def webhook(
     if payout is None and get_refund(session, refund_id=refund_id) is None:
         raise ApiError(422, "webhook_mismatch", f"no refund of ours has key {event.payout_key}")
     event_id = event.event_id or f"{event.payout_key}:{event.status.value}"
-    if not record_webhook_event(
-        session, provider=provider, event_id=event_id, payload=event.model_dump(mode="json")
-    ):
+    if webhook_event_recorded(session, provider=provider, event_id=event_id):
         return {"status": "duplicate"}
-    session.commit()
-    handle = temporal.get_workflow_handle_for(RefundWorkflow.run, workflow_id(refund_id))
-    try:
-        await handle.signal(RefundWorkflow.payout_event, event)
-    except RPCError as exc:
-        if exc.status is not RPCStatusCode.NOT_FOUND:
-            raise
-        # The run has finished: the event is on record for ops, nothing is left to act on it.
-        return {"status": "recorded"}
-    return {"status": "accepted"}
+    # Raises (503 when Temporal is unreachable) before anything is recorded.
+    delivered = await runs.payout_event(refund_id, event)
+    # Its own short transaction, after the signal: on SQLite a writer holds the database's
+    # write lock, which must not wait on a call to Temporal.
+    with session_scope(engine) as writer:
+        first = record_webhook_event(
+            writer, provider=provider, event_id=event_id, payload=event.model_dump(mode="json")
+        )
+    if not first:
+        return {"status": "duplicate"}  # a concurrent copy was recorded first; both signalled
+    # Not delivered: the run has finished; the event stays on record for ops.
+    return {"status": "accepted" if delivered else "recorded"}
