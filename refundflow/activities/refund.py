@@ -19,7 +19,20 @@ from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from refundflow.activities import contracts as c
+from refundflow.activities.contracts import (
+    ApprovalInput,
+    PayoutCall,
+    RecheckInput,
+    RecheckResult,
+    RecordPayoutInput,
+    RefundContext,
+    ReleaseInput,
+    ReserveInput,
+    ReserveResult,
+    ReviewInput,
+    ReviewResult,
+    TransitionInput,
+)
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import AuditEventRow, RefundRow
 from refundflow.db.repository import (
@@ -90,32 +103,32 @@ class RefundActivities:
 
     # ------------------------------------------------------------------ database
     @activity.defn
-    def review_refund(self, inp: c.ReviewInput) -> c.ReviewResult:
+    def review_refund(self, inp: ReviewInput) -> ReviewResult:
         """Load the order, the merchant's policy and the prior refunds, and review the request
         against them: the run's first step, and every answer in it is recorded."""
-        with session_scope(self.engine, readonly=True) as s:
-            order = get_order(s, merchant_id=inp.merchant_id, order_id=inp.order_id)
+        with session_scope(self.engine, readonly=True) as session:
+            order = get_order(session, merchant_id=inp.merchant_id, order_id=inp.order_id)
             if order is None:
                 raise ApplicationError(
                     f"order {inp.order_id} of merchant {inp.merchant_id} is unknown",
                     type="order_not_found",
                     non_retryable=True,
                 )
-            policy = latest_policy(s, merchant_id=inp.merchant_id) or DEFAULT_POLICY
+            policy = latest_policy(session, merchant_id=inp.merchant_id) or DEFAULT_POLICY
             priors = prior_refunds(
-                s,
+                session,
                 merchant_id=inp.merchant_id,
                 order_id=inp.order_id,
                 exclude_refund_id=inp.refund_id,
             )
             recent = count_recent_refunds(
-                s,
+                session,
                 merchant_id=inp.merchant_id,
                 customer_id=order.customer_id,
                 since=inp.as_of - timedelta(days=30),
             )
-            mine = get_refund(s, refund_id=inp.refund_id) is not None
-        context = c.RefundContext(
+            mine = get_refund(session, refund_id=inp.refund_id) is not None
+        context = RefundContext(
             order=order,
             policy=policy,
             prior_refunds=priors,
@@ -130,26 +143,31 @@ class RefundActivities:
             recent_customer_refunds=context.recent_customer_refunds,
             fx_rate=inp.fx_rate,
         )
-        return c.ReviewResult(context=context, decision=decision)
+        return ReviewResult(context=context, decision=decision)
 
     @activity.defn
-    def record_transition(self, inp: c.TransitionInput) -> None:
-        with session_scope(self.engine) as s:
-            row = s.get(RefundRow, inp.refund_id)
+    def record_transition(self, inp: TransitionInput) -> None:
+        with session_scope(self.engine) as session:
+            row = session.get(RefundRow, inp.refund_id)
             if row is not None and row.status != inp.status.value:
                 row.status = inp.status.value
                 row.updated_at = inp.at
-                s.add(row)
-            if _already_recorded(s, inp):
+                session.add(row)
+            if _already_recorded(session, inp):
                 return  # a retry after the commit: the event and its notices exist
             data = {**inp.data, "seq": inp.seq, "message": inp.message}
             data |= {"status": inp.status.value, "stage": inp.stage.value}
             append_audit(
-                s, refund_id=inp.refund_id, kind=inp.kind, actor=inp.actor, data=data, at=inp.at
+                session,
+                refund_id=inp.refund_id,
+                kind=inp.kind,
+                actor=inp.actor,
+                data=data,
+                at=inp.at,
             )
             for note in inp.notifications:
                 enqueue_outbox(
-                    s,
+                    session,
                     refund_id=inp.refund_id,
                     channel=note.channel,
                     template=note.template,
@@ -159,16 +177,16 @@ class RefundActivities:
                 )
 
     @activity.defn
-    def reserve_refund(self, inp: c.ReserveInput) -> c.ReserveResult:
+    def reserve_refund(self, inp: ReserveInput) -> ReserveResult:
         if inp.quote is None:
-            with session_scope(self.engine) as s:
-                if get_refund(s, refund_id=inp.refund_id) is None:
-                    s.add(_unreserved_row(inp))
-            return c.ReserveResult(ok=True)
+            with session_scope(self.engine) as session:
+                if get_refund(session, refund_id=inp.refund_id) is None:
+                    session.add(_unreserved_row(inp))
+            return ReserveResult(ok=True)
         try:
-            with session_scope(self.engine) as s:
+            with session_scope(self.engine) as session:
                 create_refund(
-                    s,
+                    session,
                     refund_id=inp.refund_id,
                     order=inp.order,
                     request=inp.request,
@@ -179,45 +197,43 @@ class RefundActivities:
                     at=inp.at,
                 )
         except OverRefund as exc:
-            return c.ReserveResult(ok=False, code=exc.code, message=exc.message)
-        return c.ReserveResult(ok=True)
+            return ReserveResult(ok=False, code=exc.code, message=exc.message)
+        return ReserveResult(ok=True)
 
     @activity.defn
-    def release_reservation(self, inp: c.ReleaseInput) -> None:
-        with session_scope(self.engine) as s:
-            if get_refund(s, refund_id=inp.refund_id) is not None:
-                release_reservation(s, refund_id=inp.refund_id, at=inp.at)
+    def release_reservation(self, inp: ReleaseInput) -> None:
+        with session_scope(self.engine) as session:
+            if get_refund(session, refund_id=inp.refund_id) is not None:
+                release_reservation(session, refund_id=inp.refund_id, at=inp.at)
 
     @activity.defn
-    def record_approval(self, inp: c.ApprovalInput) -> None:
-        a = inp.approval
-        with session_scope(self.engine) as s:
+    def record_approval(self, inp: ApprovalInput) -> None:
+        approval = inp.approval
+        with session_scope(self.engine) as session:
             record_approval(
-                s,
+                session,
                 refund_id=inp.refund_id,
-                approver_id=a.approver_id,
-                decision=a.decision,
-                quote_fingerprint=a.quote_fingerprint,
-                comment=a.comment,
-                at=a.at,
+                approver_id=approval.approver_id,
+                decision=approval.decision,
+                quote_fingerprint=approval.quote_fingerprint,
+                comment=approval.comment,
+                at=approval.at,
             )
 
     @activity.defn
-    def recheck_quote(self, inp: c.RecheckInput) -> c.RecheckResult:
+    def recheck_quote(self, inp: RecheckInput) -> RecheckResult:
         """The second check: recompute the quote from what the database holds, independently
         of the workflow's copy, before any money moves."""
-        with session_scope(self.engine, readonly=True) as s:
-            row = get_refund(s, refund_id=inp.refund_id)
+        with session_scope(self.engine, readonly=True) as session:
+            row = get_refund(session, refund_id=inp.refund_id)
             if row is None:
-                return c.RecheckResult(
-                    matches=False, fingerprint="", total=0, detail="no refund row"
-                )
-            order = get_order(s, merchant_id=row.merchant_id, order_id=row.order_id)
-            policy = _policy(s, row)
+                return RecheckResult(matches=False, fingerprint="", total=0, detail="no refund row")
+            order = get_order(session, merchant_id=row.merchant_id, order_id=row.order_id)
+            policy = _policy(session, row)
             priors = [
                 p
                 for p in prior_refunds(
-                    s,
+                    session,
                     merchant_id=row.merchant_id,
                     order_id=row.order_id,
                     exclude_refund_id=row.refund_id,
@@ -226,7 +242,7 @@ class RefundActivities:
             ]
         stored = Quote.model_validate(row.quote)
         if order is None:
-            return c.RecheckResult(matches=False, fingerprint="", total=0, detail="order vanished")
+            return RecheckResult(matches=False, fingerprint="", total=0, detail="order vanished")
         try:
             fresh = compute_quote(
                 order=order,
@@ -237,7 +253,7 @@ class RefundActivities:
                 fx_rate=inp.fx_rate,
             )
         except DomainError as exc:
-            return c.RecheckResult(matches=False, fingerprint="", total=0, detail=exc.message)
+            return RecheckResult(matches=False, fingerprint="", total=0, detail=exc.message)
         fp = fresh.fingerprint()
         matches = fp == inp.expected_fingerprint == row.quote_fingerprint
         detail = (
@@ -249,62 +265,74 @@ class RefundActivities:
                 f"database has {row.quote_fingerprint[:8]} / {row.total}"
             )
         )
-        return c.RecheckResult(matches=matches, fingerprint=fp, total=fresh.total, detail=detail)
+        return RecheckResult(matches=matches, fingerprint=fp, total=fresh.total, detail=detail)
 
     @activity.defn
-    def register_payout(self, inp: c.RecordPayoutInput) -> None:
-        r = inp.record
-        with session_scope(self.engine) as s:
+    def register_payout(self, inp: RecordPayoutInput) -> None:
+        record = inp.record
+        with session_scope(self.engine) as session:
             register_payout_key(
-                s,
-                payout_key=r.key,
+                session,
+                payout_key=record.key,
                 refund_id=inp.refund_id,
-                seq=r.seq,
-                generation=r.generation,
-                route=r.route.value,
-                amount=r.amount,
-                currency=r.payout_currency,
+                seq=record.seq,
+                generation=record.generation,
+                route=record.route.value,
+                amount=record.amount,
+                currency=record.payout_currency,
                 at=inp.at,
             )
 
     @activity.defn
-    def record_payout(self, inp: c.RecordPayoutInput) -> None:
-        r = inp.record
-        with session_scope(self.engine) as s:
-            row = get_payout(s, payout_key=r.key)
+    def record_payout(self, inp: RecordPayoutInput) -> None:
+        record = inp.record
+        with session_scope(self.engine) as session:
+            row = get_payout(session, payout_key=record.key)
             if row is None or row.status == PayoutStatus.SETTLED.value:
                 return
-            if r.status is not PayoutStatus.SETTLED:
+            if record.status is not PayoutStatus.SETTLED:
                 set_payout_status(
-                    s, payout_key=r.key, status=r.status, provider_ref=r.provider_ref, at=inp.at
+                    session,
+                    payout_key=record.key,
+                    status=record.status,
+                    provider_ref=record.provider_ref,
+                    at=inp.at,
                 )
                 return
             settle_payout(
-                s, payout_key=r.key, charges=inp.charges, provider_ref=r.provider_ref, at=inp.at
+                session,
+                payout_key=record.key,
+                charges=inp.charges,
+                provider_ref=record.provider_ref,
+                at=inp.at,
             )
-            refund = get_refund(s, refund_id=inp.refund_id)
-            if refund is not None and r.route is not PaymentMethod.BALANCE:
-                # The balance gateway books its own wallet posting when it pays.
+            refund = get_refund(session, refund_id=inp.refund_id)
+            by_gateway = record.route is PaymentMethod.BALANCE and record.code != "MARKED_SETTLED"
+            if refund is not None and not by_gateway:
+                # The balance gateway books its own wallet posting when it pays; a payout ops
+                # settled by hand was paid outside every gateway.
                 post_ledger(
-                    s,
-                    posting_id=f"settle:{r.key}",
+                    session,
+                    posting_id=f"settle:{record.key}",
                     entries=[
-                        (refunds_account(refund.merchant_id), r.amount),
-                        (f"clearing:{r.route.value}", -r.amount),
+                        (refunds_account(refund.merchant_id), record.amount),
+                        (f"clearing:{record.route.value}", -record.amount),
                     ],
                     currency=refund.currency,
                     refund_id=inp.refund_id,
-                    memo=f"payout {r.key} settled",
+                    memo=f"payout {record.key} settled",
                     at=inp.at,
                 )
 
     # ----------------------------------------------------------------- gateways
     @activity.defn
-    async def send_payout(self, call: c.PayoutCall) -> PayoutResult:
+    async def send_payout(self, call: PayoutCall) -> PayoutResult:
         instruction = call.instruction()
         gateway = self._gateway(instruction.route)
-        if activity.info().attempt > 1:
-            # An earlier attempt may have reached the provider: ask before sending again.
+        sent_before = await asyncio.to_thread(self._sent_before, call.record.key)
+        if activity.info().attempt > 1 or sent_before:
+            # An earlier attempt (of this activity, or before ops retried an unknown outcome)
+            # may have reached the provider: ask before sending again.
             known = await gateway.query(instruction)
             if known.status is not PayoutStatus.NOT_FOUND:
                 return known
@@ -320,24 +348,29 @@ class RefundActivities:
             raise ApplicationError(f"provider refused for now: {exc}", type="GatewayError") from exc
 
     @activity.defn
-    async def query_payout(self, call: c.PayoutCall) -> PayoutResult:
+    async def query_payout(self, call: PayoutCall) -> PayoutResult:
         return await self._gateway(call.record.route).query(call.instruction())
 
-    def _provider_refusal(self, call: c.PayoutCall) -> tuple[str, str] | None:
-        r = call.record
+    def _sent_before(self, payout_key: str) -> bool:
+        with session_scope(self.engine, readonly=True) as session:
+            row = get_payout(session, payout_key=payout_key)
+        return row is not None and row.status != PayoutStatus.PENDING.value
+
+    def _provider_refusal(self, call: PayoutCall) -> tuple[str, str] | None:
+        record = call.record
         if not call.payment_id or not call.original_txn_id:
             return None  # not a refund of an original payment (balance, bank transfer...)
-        with session_scope(self.engine, readonly=True) as s:
+        with session_scope(self.engine, readonly=True) as session:
             earlier = count_provider_refunds(
-                s,
+                session,
                 merchant_id=call.merchant_id,
                 order_id=call.order_id,
                 payment_id=call.payment_id,
-                route=r.route.value,
-                excluding=r.key,
+                route=record.route.value,
+                excluding=record.key,
             )
         return provider_refusal(
-            r.route,
+            record.route,
             paid_at=call.original_paid_at,
             # The server's clock, like the run's: test servers skip time.
             now=activity.info().current_attempt_scheduled_time,
@@ -353,7 +386,7 @@ class RefundActivities:
         return gateway
 
 
-def _unreserved_row(inp: c.ReserveInput) -> RefundRow:
+def _unreserved_row(inp: ReserveInput) -> RefundRow:
     order, req = inp.order, inp.request
     return RefundRow(
         refund_id=inp.refund_id,
@@ -375,7 +408,7 @@ def _unreserved_row(inp: c.ReserveInput) -> RefundRow:
     )
 
 
-def _already_recorded(session: Session, inp: c.TransitionInput) -> bool:
+def _already_recorded(session: Session, inp: TransitionInput) -> bool:
     statement = select(AuditEventRow.data).where(
         AuditEventRow.refund_id == inp.refund_id, AuditEventRow.kind == inp.kind
     )

@@ -55,9 +55,10 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_runs(temporal: TemporalDep, settings: SettingsDep) -> RefundRuns:
+def get_runs(temporal: TemporalDep, settings: SettingsDep, engine: EngineDep) -> RefundRuns:
     return RefundRuns(
         temporal,
+        engine=engine,
         query_timeout=timedelta(seconds=settings.query_timeout_seconds),
         update_timeout=timedelta(seconds=settings.update_timeout_seconds),
         signal_timeout=timedelta(seconds=settings.signal_timeout_seconds),

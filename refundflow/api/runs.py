@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Engine
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
@@ -22,6 +23,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from refundflow.api import schemas as api
 from refundflow.api.errors import ApiError, status_for
+from refundflow.db.engine import session_scope
+from refundflow.db.repository import append_audit
 from refundflow.domain.states import TERMINAL, PayoutEvent, RefundState
 from refundflow.workflows.client import workflow_id
 from refundflow.workflows.refund import RefundWorkflow
@@ -34,11 +37,13 @@ class RefundRuns:
         self,
         client: Client,
         *,
+        engine: Engine,
         query_timeout: timedelta,
         update_timeout: timedelta,
         signal_timeout: timedelta,
     ) -> None:
         self.client = client
+        self.engine = engine
         self.query_timeout = query_timeout
         self.update_timeout = update_timeout
         self.signal_timeout = signal_timeout
@@ -82,9 +87,10 @@ class RefundRuns:
             return None
         return await handle.result(rpc_timeout=self.query_timeout)
 
-    async def update(self, refund_id: str, update: Any, msg: Any) -> api.MessageOut:
+    async def update(self, refund_id: str, update: Any, msg: Any, *, actor: str) -> api.MessageOut:
         """Send one message (a workflow update) and return the run's answer; a refusal becomes
-        its problem code, a finished run 409 ``wrong_state``, no answer in time 504."""
+        its problem code (and an audit row: a refused message leaves no trace in the run), a
+        finished run 409 ``wrong_state``, no answer in time 504."""
         handle = self._handle(refund_id)
         try:
             # ``rpc_timeout`` bounds each call to the server; the SDK may call again (retries,
@@ -97,6 +103,10 @@ class RefundRuns:
                 code, detail = cause.type or "refused", cause.message
             else:
                 code, detail = "refused", str(cause or err)
+            what = getattr(update, "__name__", "message")
+            await asyncio.to_thread(
+                self._record_refusal, refund_id, actor=actor, message=what, code=code, detail=detail
+            )
             raise ApiError(status_for(code), code, detail) from err
         except (TimeoutError, RPCTimeoutOrCancelledError) as err:
             raise ApiError(
@@ -115,6 +125,18 @@ class RefundRuns:
         return api.MessageOut(
             accepted=result.accepted, status=result.status.value, detail=result.detail
         )
+
+    def _record_refusal(
+        self, refund_id: str, *, actor: str, message: str, code: str, detail: str
+    ) -> None:
+        with session_scope(self.engine) as session:
+            append_audit(
+                session,
+                refund_id=refund_id,
+                kind="message_refused",
+                actor=actor,
+                data={"message": message, "code": code, "detail": detail},
+            )
 
     async def payout_event(self, refund_id: str, event: PayoutEvent) -> bool:
         """Hand a provider's event to the run: ``True`` once it has it, ``False`` when the run

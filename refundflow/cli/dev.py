@@ -67,14 +67,14 @@ def admin_key(engine: Engine, data_dir: Path, merchant: str) -> tuple[str, bool]
     """The dev admin key: reused from the data folder while it is valid, else a new one
     (kept in a file only the user can read, since the database keeps only its hash)."""
     path = data_dir / ADMIN_KEY_FILE
-    with session_scope(engine) as s:
-        if get_merchant(s, merchant_id=merchant) is None:
-            upsert_merchant(s, merchant_id=merchant, name="Demo shop")
+    with session_scope(engine) as session:
+        if get_merchant(session, merchant_id=merchant) is None:
+            upsert_merchant(session, merchant_id=merchant, name="Demo shop")
         if path.exists():
             token = path.read_text().strip()
-            if verify_api_key(s, token=token) is not None:
+            if verify_api_key(session, token=token) is not None:
                 return token, False
-        _, token = create_api_key(s, merchant_id=merchant, name="dev-admin", role="admin")
+        _, token = create_api_key(session, merchant_id=merchant, name="dev-admin", role="admin")
     path.write_text(token + "\n")
     path.chmod(0o600)
     return token, True

@@ -104,10 +104,10 @@ def keys_create(
 
     engine = make_engine(get_settings().resolved_database_url)
     try:
-        with session_scope(engine) as s:
-            if create_merchant and get_merchant(s, merchant_id=merchant) is None:
-                upsert_merchant(s, merchant_id=merchant)
-            row, token = create_api_key(s, merchant_id=merchant, name=name or role, role=role)
+        with session_scope(engine) as session:
+            if create_merchant and get_merchant(session, merchant_id=merchant) is None:
+                upsert_merchant(session, merchant_id=merchant)
+            row, token = create_api_key(session, merchant_id=merchant, name=name or role, role=role)
     except DomainError as exc:
         raise _fail(exc) from None
     finally:
@@ -131,8 +131,10 @@ def merchants_webhook(
 
     engine = make_engine(get_settings().resolved_database_url)
     try:
-        with session_scope(engine) as s:
-            row = set_merchant_webhook(s, merchant_id=merchant, url=None if url == "off" else url)
+        with session_scope(engine) as session:
+            row = set_merchant_webhook(
+                session, merchant_id=merchant, url=None if url == "off" else url
+            )
             secret = row.webhook_secret
     except DomainError as exc:
         raise _fail(exc) from None

@@ -1,5 +1,5 @@
-"""Persistence (DESIGN 10): SQLModel tables, engines and sessions, Alembic migrations and
-repositories, on SQLite (embedded default) or PostgreSQL."""
+"""Persistence (docs/architecture.md, "Books and the database"): SQLModel tables, engines and
+sessions, Alembic migrations and repositories, on SQLite (embedded default) or PostgreSQL."""
 
 from refundflow.db.engine import Session, make_engine, new_session, session_scope
 from refundflow.db.migrate import upgrade

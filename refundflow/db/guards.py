@@ -1,11 +1,11 @@
 """Database refusals turned into the domain's typed errors.
 
-The database is the last line of defence (DESIGN 10): CHECK constraints, unique keys and
-triggers refuse an over-refund, a duplicate payout key, a self-approval, an unbalanced posting
-and an edit of an audit row, whatever code wrote the SQL. Here those refusals are recognised,
-on SQLite and PostgreSQL alike, by the constraint name or the token our triggers put first in
-their message, and the repository's savepoint is rolled back so nothing of the call remains.
-"""
+The database is the last line of defence (docs/architecture.md, "Books and the database"): CHECK
+constraints, unique keys and triggers refuse an over-refund, a duplicate payout key, a
+self-approval, an unbalanced posting and an edit of an audit row, whatever code wrote the SQL. Here
+those refusals are recognised, on SQLite and PostgreSQL alike, by the constraint name or the token
+our triggers put first in their message, and the repository's savepoint is rolled back so nothing of
+the call remains."""
 
 from __future__ import annotations
 

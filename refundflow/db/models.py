@@ -1,10 +1,10 @@
-"""Tables (DESIGN 10). The migration in ``migrations/versions`` creates exactly these.
+"""Tables (docs/architecture.md, "Books and the database"). The migration in ``migrations/versions``
+creates exactly these.
 
 Keys are natural where the outside world gives them (merchant, order, line and payment ids are
-scoped by merchant and order), money is ``BIGINT`` minor units and every timestamp is UTC.
-The guards the database enforces on its own (DESIGN 10) are named here so errors can be
-recognised by name: see :mod:`refundflow.db.guards`.
-"""
+scoped by merchant and order), money is ``BIGINT`` minor units and every timestamp is UTC. The
+guards the database enforces on its own (docs/architecture.md, "Books and the database") are named
+here so errors can be recognised by name: see :mod:`refundflow.db.guards`."""
 
 from __future__ import annotations
 
@@ -56,14 +56,15 @@ class MerchantRow(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     created_at: datetime = _created()
     webhook_url: str | None = Field(default=None, max_length=2048)
-    """Where every notification of this merchant's refunds is POSTed (DESIGN 12); none: no
-    webhook."""
+    """Where every notification of this merchant's refunds is POSTed (docs/architecture.md,
+    "Notifications"); none: no webhook."""
     webhook_secret: str | None = Field(default=None, max_length=256)
     """HMAC key of the ``Refundflow-Signature`` header; kept readable because we sign with it."""
 
 
 API_KEY_ROLES = ("client", "approver", "warehouse", "ops", "admin")
-"""DESIGN 9. An approver's key ``name`` is the approver id their decisions carry."""
+"""docs/architecture.md, "Approvals". An approver's key ``name`` is the approver id their decisions
+carry."""
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -370,9 +371,6 @@ class AuditEventRow(SQLModel, table=True):
     created_at: datetime = _created()
 
 
-OUTBOX_STATES = ("pending", "sent", "failed")
-
-
 class OutboxRow(SQLModel, table=True):
     """A notification written in the same transaction as the change it announces."""
 
@@ -453,7 +451,6 @@ class CustomerBalanceRow(SQLModel, table=True):
 
 __all__ = [
     "API_KEY_ROLES",
-    "OUTBOX_STATES",
     "RESERVATION_STATES",
     "ApiKeyRow",
     "ApprovalRow",

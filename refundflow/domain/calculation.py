@@ -1,4 +1,5 @@
-"""The quote (DESIGN 6): a pure function of order, request, policy, prior refunds and FX.
+"""The quote (docs/architecture.md, "Amounts"): a pure function of order, request, policy, prior
+refunds and FX.
 
 Every split goes through ``allocate``/``cumulative_share``. A line's amounts are spread over its
 units once, the same way for every refund, so the units ``p+1..p+k`` always cost

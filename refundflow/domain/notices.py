@@ -1,4 +1,5 @@
-"""What the customer receives at each step of a refund, in zh-CN and en (DESIGN 12).
+"""What the customer receives at each step of a refund, in zh-CN and en (docs/architecture.md,
+"Notifications").
 
 ``render_notice(template, locale, params)`` turns an outbox row's template and params (plain
 JSON: amounts in minor units, ISO dates, route names) into an email subject, a text body, an

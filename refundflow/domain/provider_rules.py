@@ -1,7 +1,7 @@
-"""What each provider refuses, checked before we ask it (DESIGN 11): a refund after the
-provider's window for the original payment, or beyond its count of refunds per payment. A
-payout refused here is a failure for good, handled by policy like the provider's own refusal,
-with no call that could only fail."""
+"""What each provider refuses, checked before we ask it (docs/architecture.md, "Providers"): a
+refund after the provider's window for the original payment, or beyond its count of refunds per
+payment. A payout refused here is a failure for good, handled by policy like the provider's own
+refusal, with no call that could only fail."""
 
 from __future__ import annotations
 

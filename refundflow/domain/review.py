@@ -1,4 +1,5 @@
-"""Review (DESIGN 7): accept, route to approvers, or reject with reasons a customer can read.
+"""Review (docs/architecture.md, "Review"): accept, route to approvers, or reject with reasons a
+customer can read.
 
 Every rule is checked and every broken one reported, so a customer learns all that stands in
 the way at once. Bad input (an unknown line, a request in the wrong currency, a missing FX rate)

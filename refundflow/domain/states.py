@@ -181,7 +181,8 @@ class TimelineEntry(BaseModel):
 
 
 def payout_key(refund_id: str, seq: int, generation: int) -> str:
-    """The business idempotency key sent to the provider as its refund number (DESIGN 8)."""
+    """The business idempotency key sent to the provider as its refund number (docs/architecture.md,
+    "Payouts")."""
     return f"{refund_id}:{seq}:{generation}"
 
 

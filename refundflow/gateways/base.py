@@ -1,4 +1,4 @@
-"""The one interface every payment provider sits behind (DESIGN 11)."""
+"""The one interface every payment provider sits behind (docs/architecture.md, "Providers")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A local payment provider and its adapter, for workflow tests and the dev stack (DESIGN 11).
+"""A local payment provider and its adapter, for workflow tests and the dev stack
+(docs/architecture.md, "Providers").
 
 It behaves like a real provider where it matters: the payout key is the refund number (a
 repeated key never pays twice), refunds settle later than they are accepted, and tests can

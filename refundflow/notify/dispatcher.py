@@ -215,11 +215,11 @@ class NotificationDispatcher:
     def _recipient(self, refund_id: str | None) -> _Recipient:
         if refund_id is None:
             return _Recipient()
-        with session_scope(self.engine, readonly=True) as s:
-            refund = s.get(RefundRow, refund_id)
+        with session_scope(self.engine, readonly=True) as session:
+            refund = session.get(RefundRow, refund_id)
             if refund is None:
                 return _Recipient()
-            merchant = s.get(MerchantRow, refund.merchant_id)
+            merchant = session.get(MerchantRow, refund.merchant_id)
             contact = (refund.request or {}).get("contact") or {}
             return _Recipient(
                 merchant_id=refund.merchant_id,
@@ -234,8 +234,8 @@ class NotificationDispatcher:
         # Sessions are synchronous; a worker thread keeps a busy database (SQLite waits for
         # its write lock) from stalling every other coroutine of the worker.
         def run() -> T:
-            with session_scope(self.engine) as s:
-                return fn(s, **kwargs)
+            with session_scope(self.engine) as session:
+                return fn(session, **kwargs)
 
         return await asyncio.to_thread(run)
 

@@ -1,4 +1,5 @@
-"""Search attributes that let ops filter refunds in the Temporal UI and CLI (DESIGN 8)."""
+"""Search attributes that let ops filter refunds in the Temporal UI and CLI (docs/architecture.md,
+"Visibility")."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import pytest
 
 from refundflow.db.engine import session_scope
 from refundflow.db.models import IdempotencyKeyRow, RefundRow
+from refundflow.db.repository import list_audit
 from refundflow.domain.quote import Quote
 from refundflow.domain.states import PayoutEvent, PayoutStatus, RefundStatus
 from refundflow.workflows.client import workflow_id
@@ -229,7 +230,16 @@ async def test_approval_flow_through_the_api(api: Api) -> None:
         json={"decision": "APPROVE", "quote_fingerprint": fingerprint},
     )
     assert ok.status_code == 200, ok.text
-    assert ok.json()["accepted"] is True
+    # The answer is the status the approval led to: the refund went on to be paid.
+    assert ok.json()["accepted"] is True and ok.json()["status"] != "AWAITING_APPROVAL"
+    # The refused decision left no trace in the run; the audit trail keeps it.
+    with session_scope(api.engine, readonly=True) as session:
+        refused = [
+            (row.kind, row.data["code"], row.data["message"])
+            for row in list_audit(session, refund_id=refund_id)
+            if row.kind == "message_refused"
+        ]
+    assert refused == [("message_refused", "outdated_quote", "decide")]
     self_approval = await api.call(
         "approver2",
         "POST",

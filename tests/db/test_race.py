@@ -1,4 +1,5 @@
-"""DESIGN 10: 20 concurrent refunds on one order can never exceed what was captured."""
+"""docs/architecture.md, "Books and the database": 20 concurrent refunds on one order can never
+exceed what was captured."""
 
 from __future__ import annotations
 

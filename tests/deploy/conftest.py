@@ -6,29 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import WorkerDeploymentConfig
 
-from refundflow.activities.refund import RefundActivities
-from refundflow.db.engine import make_engine, session_scope
-from refundflow.db.migrate import upgrade
-from refundflow.db.repository import upsert_merchant
-from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import RefundStatus
-from refundflow.gateways.balance import BalanceGateway
-from refundflow.gateways.sandbox import SandboxGateway
-from refundflow.worker import build_worker
-from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import MERCHANT, Stack
+from tests.conftest import dev_server
+from tests.workflows.conftest import Stack
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -36,43 +24,8 @@ T = TypeVar("T")
 
 @pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(BIN / "temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        ui=False,
-    )
-    try:
+    async with dev_server() as env:
         yield env
-    finally:
-        await env.shutdown()
-
-
-@asynccontextmanager
-async def refund_stack(
-    env: WorkflowEnvironment, tmp_path: Path, deployment: WorkerDeploymentConfig | None = None
-) -> AsyncIterator[Stack]:
-    """A migrated SQLite database, the sandbox provider and a worker with the real activities
-    on a task queue of its own; ``deployment`` makes the worker versioned. Runs still open at
-    the end are terminated."""
-    url = f"sqlite:///{tmp_path / 'refundflow.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_scope(engine) as s:
-        upsert_merchant(s, merchant_id=MERCHANT)
-    sandbox = SandboxGateway(path=tmp_path / "sandbox.db", settle_after_queries=1)
-    gateways = {m: sandbox for m in PaymentMethod} | {PaymentMethod.BALANCE: BalanceGateway(engine)}
-    queue = f"deploy-{uuid.uuid4().hex[:6]}"
-    activities = RefundActivities(engine, gateways)
-    try:
-        async with build_worker(env.client, activities, task_queue=queue, deployment=deployment):
-            stack = Stack(env=env, engine=engine, sandbox=sandbox, task_queue=queue)
-            try:
-                yield stack
-            finally:
-                await stack.terminate_open_runs()
-    finally:
-        engine.dispose()
 
 
 async def eventually(

@@ -18,7 +18,8 @@ from refundflow.cli.deploy import check_replay
 from refundflow.domain.states import RefundStatus
 from refundflow.replay import DEFAULT_QUERY, replay_runs
 from refundflow.worker import WORKFLOWS
-from tests.deploy.conftest import eventually, refund_stack, run_cli, until_status
+from tests.deploy.conftest import eventually, run_cli, until_status
+from tests.workflows.conftest import open_stack
 
 
 @workflow.defn(name="RefundWorkflow", sandboxed=False)
@@ -41,7 +42,7 @@ async def _open_runs(env: WorkflowEnvironment, count: int) -> None:
 async def test_open_refund_replays_on_todays_code_and_not_on_an_incompatible_one(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    async with refund_stack(dev_env, tmp_path) as stack:
+    async with open_stack(dev_env, tmp_path) as stack:
         handle = await stack.start("r-wait", await stack.order("o-wait"))
         # Paid out; now it follows up for days until the customer confirms the money arrived.
         await until_status(stack, "r-wait", RefundStatus.AWAITING_FUNDS)
@@ -70,7 +71,7 @@ async def test_open_refund_replays_on_todays_code_and_not_on_an_incompatible_one
 async def test_replay_command_fails_on_a_run_the_installed_code_cannot_replay(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    async with refund_stack(dev_env, tmp_path) as stack:
+    async with open_stack(dev_env, tmp_path) as stack:
         await stack.start("r-new", await stack.order("o-new"))
         await until_status(stack, "r-new", RefundStatus.AWAITING_FUNDS)
         # A run whose history other code wrote, as if started before an incompatible deploy.

@@ -25,7 +25,8 @@ from refundflow.deployment import (
 from refundflow.domain.states import ReceiptReport, RefundStatus
 from refundflow.settings import Settings
 from refundflow.workflows.refund import RefundWorkflow
-from tests.deploy.conftest import eventually, refund_stack, run_cli, until_status
+from tests.deploy.conftest import eventually, run_cli, until_status
+from tests.workflows.conftest import open_stack
 
 
 def test_versioning_is_off_without_a_build_id(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +70,7 @@ async def test_versioned_worker_gets_refunds_once_its_build_is_current(
     config = deployment_config(Settings(build_id="build-1", deployment_name=name))
     assert config is not None
     client = dev_env.client
-    async with refund_stack(dev_env, tmp_path, deployment=config) as stack:
+    async with open_stack(dev_env, tmp_path, deployment=config) as stack:
         watch = asyncio.create_task(
             watch_until_current(client, version=config.version, every=timedelta(seconds=0.5))
         )

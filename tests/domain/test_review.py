@@ -1,4 +1,5 @@
-"""Review rules (DESIGN 7): one test per reject reason, the approval thresholds, the stage plan.
+"""Review rules (docs/architecture.md, "Review"): one test per reject reason, the approval
+thresholds, the stage plan.
 
 Default policy limits (CNY): auto-approve up to 200.00, one approver up to 5,000.00, customer
 confirmation above 5,000.00, installments from 20,000.00 in tranches of at most 10,000.00.

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import WorkerDeploymentConfig
 
 from refundflow.activities.contracts import RefundWorkflowInput
 from refundflow.activities.notify import NotifyActivities
@@ -27,6 +28,8 @@ from refundflow.db.migrate import upgrade
 from refundflow.db.models import (
     ApiKeyRow,
     AuditEventRow,
+    LedgerEntryRow,
+    LedgerPostingRow,
     OutboxRow,
     PayoutRow,
     RefundRow,
@@ -37,8 +40,8 @@ from refundflow.db.repository import create_api_key, save_policy, upsert_merchan
 from refundflow.domain.money import FxRate
 from refundflow.domain.orders import OrderSnapshot, PaymentMethod, RefundRequest
 from refundflow.domain.policy import Policy
-from refundflow.domain.states import RefundState
-from refundflow.gateways.balance import BalanceGateway
+from refundflow.domain.states import RefundState, RefundStatus
+from refundflow.gateways.balance import BalanceGateway, refunds_account
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.sandbox import SandboxGateway
 from refundflow.notify.config import NotifyConfig
@@ -94,14 +97,14 @@ class Stack:
         }
         data.update(overrides)
         order = OrderSnapshot.parse(data)
-        with session_scope(self.engine) as s:
-            upsert_order(s, order=order)
+        with session_scope(self.engine) as session:
+            upsert_order(session, order=order)
         return order
 
     def policy(self, data: dict[str, Any]) -> Policy:
         policy = Policy.parse({"version": 2, **data})
-        with session_scope(self.engine) as s:
-            save_policy(s, merchant_id=MERCHANT, policy=policy)
+        with session_scope(self.engine) as session:
+            save_policy(session, merchant_id=MERCHANT, policy=policy)
         return policy
 
     async def start(
@@ -160,53 +163,91 @@ class Stack:
                 await latest.terminate("test finished")
 
     async def record_histories(self, folder: Path) -> None:
-        """Save the histories of finished runs for the replay test."""
+        """Save the histories of finished runs for the replay test. A history already saved is
+        kept as it is: it stands for runs recorded by older code."""
         folder.mkdir(parents=True, exist_ok=True)
         for handle in self.started:
+            path = folder / f"{handle.id}.json"
+            if path.exists():
+                continue
             history = await handle.fetch_history()
             last = history.events[-1]
             if last.HasField("workflow_execution_completed_event_attributes"):
-                (folder / f"{handle.id}.json").write_text(history.to_json())
+                path.write_text(history.to_json())
 
     # ---- reading what the run left in the database
     def refund(self, refund_id: str) -> RefundRow:
-        with session_scope(self.engine, readonly=True) as s:
-            row = s.get(RefundRow, refund_id)
+        with session_scope(self.engine, readonly=True) as session:
+            row = session.get(RefundRow, refund_id)
             assert row is not None, f"no refund row {refund_id}"
             return row
 
     def outbox(self, refund_id: str, channel: str | None = None) -> list[OutboxRow]:
-        with session_scope(self.engine, readonly=True) as s:
+        with session_scope(self.engine, readonly=True) as session:
             stmt = select(OutboxRow).where(OutboxRow.refund_id == refund_id)
             if channel:
                 stmt = stmt.where(OutboxRow.channel == channel)
-            return list(s.exec(stmt.order_by(col(OutboxRow.id))).all())
+            return list(session.exec(stmt.order_by(col(OutboxRow.id))).all())
 
     def templates(self, refund_id: str, channel: str = "customer") -> list[str]:
         return [row.template for row in self.outbox(refund_id, channel)]
 
     def audit(self, refund_id: str) -> list[AuditEventRow]:
-        with session_scope(self.engine, readonly=True) as s:
+        with session_scope(self.engine, readonly=True) as session:
             stmt = select(AuditEventRow).where(AuditEventRow.refund_id == refund_id)
-            return list(s.exec(stmt.order_by(col(AuditEventRow.id))).all())
+            return list(session.exec(stmt.order_by(col(AuditEventRow.id))).all())
 
     def audit_kinds(self, refund_id: str) -> list[str]:
         return [row.kind for row in self.audit(refund_id)]
 
     def payouts(self, refund_id: str) -> list[PayoutRow]:
-        with session_scope(self.engine, readonly=True) as s:
+        with session_scope(self.engine, readonly=True) as session:
             stmt = select(PayoutRow).where(PayoutRow.refund_id == refund_id)
-            return list(s.exec(stmt.order_by(col(PayoutRow.id))).all())
+            return list(session.exec(stmt.order_by(col(PayoutRow.id))).all())
 
     def reservations(self, refund_id: str) -> list[ReservationRow]:
-        with session_scope(self.engine, readonly=True) as s:
+        with session_scope(self.engine, readonly=True) as session:
             stmt = select(ReservationRow).where(ReservationRow.refund_id == refund_id)
-            return list(s.exec(stmt).all())
+            return list(session.exec(stmt).all())
+
+    def assert_books_balance(self, state: RefundState) -> None:
+        """The refund row, the payout rows, the reservations and the ledger tell one story,
+        whatever path (and whatever ops action) the refund took."""
+        refund_id = state.refund_id
+        assert self.refund(refund_id).status == state.status.value
+        rows = {row.payout_key: row for row in self.payouts(refund_id)}
+        for record in state.payouts:
+            if record.key in rows:  # a tranche never sent has no row
+                assert rows[record.key].status == record.status.value, record.key
+        settled = sum(row.amount for row in rows.values() if row.status == "settled")
+        holds = self.reservations(refund_id)
+        assert sum(hold.consumed for hold in holds) == settled
+        assert self.ledger_total(refund_id) == settled
+        if state.status is RefundStatus.COMPLETED:
+            assert state.quote is not None and settled == state.quote.total
+            assert {hold.state for hold in holds} <= {"consumed"}
+        elif state.status in (RefundStatus.CANCELLED, RefundStatus.REJECTED):
+            assert settled == 0 and {hold.state for hold in holds} <= {"released"}
+
+    def ledger_total(self, refund_id: str) -> int:
+        """What the ledger says this refund paid out of the merchant's refunds account."""
+        with session_scope(self.engine, readonly=True) as session:
+            stmt = (
+                select(LedgerEntryRow.amount)
+                .join(
+                    LedgerPostingRow, col(LedgerPostingRow.posting_id) == LedgerEntryRow.posting_id
+                )
+                .where(
+                    LedgerPostingRow.refund_id == refund_id,
+                    LedgerEntryRow.account == refunds_account(MERCHANT),
+                )
+            )
+            return sum(session.exec(stmt).all())
 
     def tender(self, payment_id: str) -> TenderBalanceRow:
-        with session_scope(self.engine, readonly=True) as s:
+        with session_scope(self.engine, readonly=True) as session:
             stmt = select(TenderBalanceRow).where(TenderBalanceRow.payment_id == payment_id)
-            row = s.exec(stmt).first()
+            row = session.exec(stmt).first()
             assert row is not None
             return row
 
@@ -230,16 +271,20 @@ async def open_stack(
     tmp_path: Path,
     routes: dict[PaymentMethod, Gateway] | None = None,
     notify: NotifyConfig | None = None,
+    database_url: str | None = None,
+    deployment: WorkerDeploymentConfig | None = None,
 ) -> AsyncIterator[Stack]:
-    """A migrated SQLite database with a merchant and its approvers, and a worker on its own
-    task queue whose gateways are the sandbox, the store balance, and ``routes`` over them."""
-    url = f"sqlite:///{tmp_path / 'refundflow.db'}"
+    """A migrated database (SQLite unless ``database_url`` names another) with a merchant and
+    its approvers, and a worker on its own task queue whose gateways are the sandbox, the store
+    balance, and ``routes`` over them; ``deployment`` makes the worker versioned. Runs still open
+    at the end are terminated."""
+    url = database_url or f"sqlite:///{tmp_path / 'refundflow.db'}"
     upgrade(url)
     engine = make_engine(url)
-    with session_scope(engine) as s:
-        upsert_merchant(s, merchant_id=MERCHANT, name="Test shop")
+    with session_scope(engine) as session:
+        upsert_merchant(session, merchant_id=MERCHANT, name="Test shop")
         for name in APPROVERS:
-            create_api_key(s, merchant_id=MERCHANT, name=name, role="approver")
+            create_api_key(session, merchant_id=MERCHANT, name=name, role="approver")
     sandbox = SandboxGateway(path=tmp_path / "sandbox.db", settle_after_queries=1)
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
@@ -247,7 +292,9 @@ async def open_stack(
     activities = RefundActivities(engine, gateways)
     task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
     notices = NotifyActivities.from_config(engine, notify or NotifyConfig())
-    async with build_worker(env.client, activities, task_queue=task_queue, notify=notices):
+    async with build_worker(
+        env.client, activities, task_queue=task_queue, notify=notices, deployment=deployment
+    ):
         stack = Stack(env=env, engine=engine, sandbox=sandbox, task_queue=task_queue)
         try:
             yield stack
@@ -268,5 +315,5 @@ async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack
 
 
 def approver_keys(engine: Engine) -> list[ApiKeyRow]:
-    with session_scope(engine, readonly=True) as s:
-        return list(s.exec(select(ApiKeyRow)).all())
+    with session_scope(engine, readonly=True) as session:
+        return list(session.exec(select(ApiKeyRow)).all())

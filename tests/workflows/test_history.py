@@ -5,29 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from refundflow.activities.refund import RefundActivities
-from refundflow.db.engine import make_engine, session_scope
-from refundflow.db.migrate import upgrade
-from refundflow.db.repository import upsert_merchant
-from refundflow.domain.orders import PaymentMethod
+from refundflow.activities import refund as activities_refund
+from refundflow.domain import calendar
+from refundflow.domain.quote import Deduction
+from refundflow.domain.review import ReviewDecision, ReviewOutcome
 from refundflow.domain.states import ReceiptReport, RefundStatus
-from refundflow.gateways.balance import BalanceGateway
-from refundflow.gateways.sandbox import SandboxGateway
-from refundflow.worker import build_worker, workflow_runner
+from refundflow.worker import workflow_runner
 from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import MERCHANT, Stack
-from tests.workflows.test_refund_paths import wait_status
+from tests.conftest import dev_server
+from tests.workflows.conftest import MERCHANT, Stack, open_stack
+from tests.workflows.test_refund_paths import decide, wait_status
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -46,6 +43,53 @@ async def test_recorded_histories_replay_deterministically() -> None:
     for path in files:
         history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
         await replayer.replay_workflow(history)
+
+
+async def test_a_changed_rule_changes_new_runs_and_replays_old_ones(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, requotes and the holiday calendar are decided in activities and recorded: after a
+    deploy that changes them, a run recorded before still replays, and a new run follows the new
+    rules."""
+    order = await stack.order("o-rules")
+    before = await stack.finish(await stack.start("r-rules-1", order))
+    assert before.status is RefundStatus.COMPLETED and before.quote is not None
+    history = await stack.client.get_workflow_handle("refund-r-rules-1").fetch_history()
+
+    # The deploy: review now takes 1.00 off and wants an approver; and the next ten days are
+    # declared public holidays (a new year of holiday data).
+    original_review = activities_refund.review
+
+    def stricter(**kwargs: Any) -> ReviewDecision:
+        decision = original_review(**kwargs, deductions=[Deduction(kind="manual", amount=100)])
+        return decision.model_copy(
+            update={"outcome": ReviewOutcome.NEEDS_APPROVAL, "approvers_required": 1}
+        )
+
+    first_day = (await stack.now()).date()
+    original_business_day = calendar.is_business_day
+
+    def with_new_holidays(day: date, country: str) -> bool:
+        new_holiday = first_day < day <= first_day + timedelta(days=10)
+        return not new_holiday and original_business_day(day, country)
+
+    monkeypatch.setattr(activities_refund, "review", stricter)
+    monkeypatch.setattr(calendar, "is_business_day", with_new_holidays)
+
+    replayer = Replayer(
+        workflows=[RefundWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    await replayer.replay_workflow(history)  # raises on any non-determinism
+
+    handle = await stack.start("r-rules-2", order, items=[{"line_id": "l2", "quantity": 1}])
+    state = await wait_status(stack, handle, RefundStatus.AWAITING_APPROVAL)
+    assert state.quote is not None and state.quote.total == 2000 - 100
+    await decide(handle, "carol")
+    state = await wait_status(stack, handle, RefundStatus.AWAITING_FUNDS)
+    assert state.expected_by is not None and before.expected_by is not None
+    assert date.fromisoformat(state.expected_by) > first_day + timedelta(days=10)
 
 
 async def test_happy_path_history_is_small(stack: Stack) -> None:
@@ -84,45 +128,25 @@ async def test_continue_as_new_keeps_the_refund_going(stack: Stack) -> None:
 
 
 async def test_dev_server_lists_refunds_by_status(tmp_path: Path) -> None:
-    temporal = Path(sys.executable).parent / "temporal"
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal),
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        ui=False,
-    )
-    url = f"sqlite:///{tmp_path / 'dev.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_scope(engine) as s:
-        upsert_merchant(s, merchant_id=MERCHANT)
-    sandbox = SandboxGateway(path=tmp_path / "sandbox.db", settle_after_queries=1)
-    gateways = {m: sandbox for m in PaymentMethod} | {PaymentMethod.BALANCE: BalanceGateway(engine)}
-    queue = f"dev-{uuid.uuid4().hex[:6]}"
-    try:
-        async with build_worker(env.client, RefundActivities(engine, gateways), task_queue=queue):
-            stack = Stack(env=env, engine=engine, sandbox=sandbox, task_queue=queue)
-            order = await stack.order("o-dev")
-            handle = await stack.start("r-dev", order)
-            for _ in range(100):
-                if (await handle.query(RefundWorkflow.view)).status is RefundStatus.AWAITING_FUNDS:
-                    break
-                await asyncio.sleep(0.2)
-            # The customer confirms at once; a real-time follow-up would take days.
-            await handle.execute_update(RefundWorkflow.receipt, ReceiptReport(received=True))
-            result = await asyncio.wait_for(handle.result(), timeout=60)
-            assert result.status is RefundStatus.COMPLETED
-            query = f"RefundStatus = 'COMPLETED' AND RefundMerchant = '{MERCHANT}'"
-            for _ in range(50):
-                found = [wf.id async for wf in env.client.list_workflows(query)]
-                if found:
-                    break
-                await asyncio.sleep(0.2)
-            assert found == ["refund-r-dev"]
-            described = await handle.describe()
-            assert described.typed_search_attributes.get(sa.REFUND_ORDER_ID) == "o-dev"
-            summary = await described.static_summary()
-            assert summary is not None and "o-dev" in summary
-    finally:
-        await env.shutdown()
-        engine.dispose()
+    async with dev_server() as env, open_stack(env, tmp_path) as stack:
+        order = await stack.order("o-dev")
+        handle = await stack.start("r-dev", order)
+        for _ in range(100):
+            if (await handle.query(RefundWorkflow.view)).status is RefundStatus.AWAITING_FUNDS:
+                break
+            await asyncio.sleep(0.2)
+        # The customer confirms at once; a real-time follow-up would take days.
+        await handle.execute_update(RefundWorkflow.receipt, ReceiptReport(received=True))
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+        assert result.status is RefundStatus.COMPLETED
+        query = f"RefundStatus = 'COMPLETED' AND RefundMerchant = '{MERCHANT}'"
+        for _ in range(50):
+            found = [wf.id async for wf in env.client.list_workflows(query)]
+            if found:
+                break
+            await asyncio.sleep(0.2)
+        assert found == ["refund-r-dev"]
+        described = await handle.describe()
+        assert described.typed_search_attributes.get(sa.REFUND_ORDER_ID) == "o-dev"
+        summary = await described.static_summary()
+        assert summary is not None and "o-dev" in summary

@@ -56,6 +56,7 @@ async def test_large_refund_with_customer_confirmation_and_three_installments(st
     ]
     assert stack.templates("r-inst").count("payout_sent") == 3
     assert stack.tender("p1").refunded == 2500001
+    stack.assert_books_balance(result)
 
 
 async def test_transient_gateway_errors_are_retried(stack: Stack) -> None:
@@ -118,6 +119,7 @@ async def test_permanent_failure_without_fallback_escalates_and_ops_switch(stack
     result = await stack.finish(handle)
     assert result.status is RefundStatus.COMPLETED
     assert [p.route.value for p in result.latest_payouts()] == ["balance"]
+    stack.assert_books_balance(result)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ async def test_ops_marks_a_payout_settled_during_follow_up(stack: Stack) -> None
     assert "marked_settled" in stack.audit_kinds("r-mark")
     assert [p.status for p in stack.payouts("r-mark")] == ["settled"]
     assert stack.tender("p1").refunded == 4000
+    stack.assert_books_balance(result)
 
 
 async def test_customer_declines_the_amount_and_ops_cancel(stack: Stack) -> None:
@@ -54,6 +55,7 @@ async def test_customer_declines_the_amount_and_ops_cancel(stack: Stack) -> None
     result = await stack.finish(handle)
     assert result.status is RefundStatus.CANCELLED
     assert stack.tender("p1").reserved == 0 and stack.payouts("r-decline") == []
+    stack.assert_books_balance(result)
 
 
 async def test_permanent_failure_falls_back_to_the_customers_bank_account(stack: Stack) -> None:
@@ -100,7 +102,9 @@ async def test_a_reversal_after_settlement_escalates_instead_of_completing(stack
     # Ops paid the customer another way and say so.
     mark = OpsAction(actor="ops", action="mark_settled", reference="manual-transfer-9")
     await handle.execute_update(RefundWorkflow.ops_action, mark)
-    assert (await stack.finish(handle)).status is RefundStatus.COMPLETED
+    result = await stack.finish(handle)
+    assert result.status is RefundStatus.COMPLETED
+    stack.assert_books_balance(result)
 
 
 async def test_ops_retry_after_an_unknown_outcome_keeps_the_key(stack: Stack) -> None:
@@ -121,6 +125,7 @@ async def test_ops_retry_after_an_unknown_outcome_keeps_the_key(stack: Stack) ->
     assert [p.key for p in result.payouts] == ["r-unk:1:1"]
     assert [r.payout_key for r in stack.sandbox.refunds("r-unk:")] == ["r-unk:1:1"]
     assert stack.tender("p1").refunded == 4000
+    stack.assert_books_balance(result)
 
 
 async def test_a_payment_past_the_providers_window_is_not_sent_and_falls_back(

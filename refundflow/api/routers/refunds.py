@@ -245,7 +245,7 @@ async def decide(
     """Approve or reject. The approver is the API key's owner; the answer is the workflow's."""
     _row(session, principal, refund_id)
     msg = ApprovalDecision(approver_id=principal.name, **body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.decide, msg)
+    return await runs.update(refund_id, RefundWorkflow.decide, msg, actor=principal.name)
 
 
 @router.post("/{refund_id}/supplier-response", response_model=api.MessageOut)
@@ -259,7 +259,7 @@ async def supplier_response(
     """The supplier's answer on cancelling a presale order in production."""
     _row(session, principal, refund_id)
     msg = SupplierResponse(**body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.supplier_response, msg)
+    return await runs.update(refund_id, RefundWorkflow.supplier_response, msg, actor=principal.name)
 
 
 @router.post("/{refund_id}/return-inspection", response_model=api.MessageOut)
@@ -273,7 +273,7 @@ async def return_inspection(
     """The warehouse received the goods; a deduction sends the refund back for approval."""
     _row(session, principal, refund_id)
     msg = ReturnInspection(inspector_id=principal.name, **body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.return_inspection, msg)
+    return await runs.update(refund_id, RefundWorkflow.return_inspection, msg, actor=principal.name)
 
 
 @router.post("/{refund_id}/customer-confirmation", response_model=api.MessageOut)
@@ -287,7 +287,9 @@ async def customer_confirmation(
     """The customer confirms (or declines) the amount of a large refund."""
     _row(session, principal, refund_id)
     msg = CustomerConfirmation(**body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.customer_confirmation, msg)
+    return await runs.update(
+        refund_id, RefundWorkflow.customer_confirmation, msg, actor=principal.name
+    )
 
 
 @router.post("/{refund_id}/receipt", response_model=api.MessageOut)
@@ -300,7 +302,8 @@ async def receipt(
 ) -> api.MessageOut:
     """The customer says the money arrived, or has not."""
     _row(session, principal, refund_id)
-    return await runs.update(refund_id, RefundWorkflow.receipt, ReceiptReport(**body.model_dump()))
+    msg = ReceiptReport(**body.model_dump())
+    return await runs.update(refund_id, RefundWorkflow.receipt, msg, actor=principal.name)
 
 
 @router.post("/{refund_id}/cancel", response_model=api.MessageOut)
@@ -314,7 +317,7 @@ async def cancel(
     """Cancel before any payout; releases the reserved amount."""
     _row(session, principal, refund_id)
     msg = CancelRequest(requested_by=principal.name, reason=body.reason)
-    return await runs.update(refund_id, RefundWorkflow.cancel_refund, msg)
+    return await runs.update(refund_id, RefundWorkflow.cancel_refund, msg, actor=principal.name)
 
 
 @router.post("/{refund_id}/ops-actions", response_model=api.MessageOut)
@@ -328,4 +331,4 @@ async def ops_action(
     """Resolve NEEDS_ATTENTION: retry_payout, switch_destination, mark_settled, cancel, resume."""
     _row(session, principal, refund_id)
     msg = OpsAction(actor=principal.name, **body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.ops_action, msg)
+    return await runs.update(refund_id, RefundWorkflow.ops_action, msg, actor=principal.name)

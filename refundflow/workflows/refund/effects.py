@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -18,19 +18,23 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from refundflow.activities import contracts as c
-    from refundflow.activities.decisions import plan_arrival, requote
+    from refundflow.activities.contracts import (
+        DeliverInput,
+        DeliverResult,
+        Notification,
+        RefundContext,
+        RefundWorkflowInput,
+        ReleaseInput,
+        TransitionInput,
+    )
     from refundflow.activities.notify import NotifyActivities
     from refundflow.activities.refund import RefundActivities
-    from refundflow.domain.calendar import ArrivalPlan
     from refundflow.domain.money import format_minor
-    from refundflow.domain.orders import PaymentMethod
-    from refundflow.domain.quote import Deduction, Quote
+    from refundflow.domain.quote import Quote
     from refundflow.domain.stages import next_stage
     from refundflow.domain.states import (
         STAGE_STATUS,
         Inbox,
-        PayoutRecord,
         PayoutStatus,
         RefundState,
         RefundStatus,
@@ -53,13 +57,13 @@ _DELIVERY_RETRY = RetryPolicy(
 class Run:
     """One refund run: its input, its state (carried across continue-as-new) and its effects."""
 
-    def __init__(self, inp: c.RefundWorkflowInput) -> None:
+    def __init__(self, inp: RefundWorkflowInput) -> None:
         self.inp = inp
         self.state = inp.state or RefundState(
             refund_id=inp.refund_id, requested_by=inp.request.requested_by
         )
-        self.loaded: c.RefundContext | None = inp.context
-        self._delivery: workflow.ActivityHandle[c.DeliverResult] | None = None
+        self.loaded: RefundContext | None = inp.context
+        self._delivery: workflow.ActivityHandle[DeliverResult] | None = None
         self._deliver_again = False
         self.waiting = False
         """The run waits on the world (a message, a deadline, a provider): see :meth:`park`."""
@@ -68,7 +72,7 @@ class Run:
         """The run ends or continues as new: messages still in the inbox go with the state."""
 
     @property
-    def context(self) -> c.RefundContext:
+    def context(self) -> RefundContext:
         assert self.loaded is not None, "review loads the context before any stage runs"
         return self.loaded
 
@@ -89,7 +93,7 @@ class Run:
         self.state.stage = next_stage(self.state)
 
     async def enter(
-        self, kind: str, message: str, notify: list[c.Notification] | None = None
+        self, kind: str, message: str, notify: list[Notification] | None = None
     ) -> None:
         """Entering the current stage: its status, once (a continued run enters again)."""
         status = STAGE_STATUS[self.state.stage]
@@ -160,7 +164,7 @@ class Run:
         *,
         actor: str = "system",
         data: dict[str, Any] | None = None,
-        notify: list[c.Notification] | None = None,
+        notify: list[Notification] | None = None,
     ) -> None:
         """One timeline entry: the audit row and its notices in one transaction."""
         now = workflow.now()
@@ -178,7 +182,7 @@ class Run:
         workflow.set_current_details(self.details())
         await workflow.execute_local_activity_method(
             RefundActivities.record_transition,
-            c.TransitionInput(
+            TransitionInput(
                 refund_id=state.refund_id,
                 status=state.status,
                 stage=state.stage,
@@ -204,7 +208,7 @@ class Run:
         *,
         actor: str = "system",
         data: dict[str, Any] | None = None,
-        notify: list[c.Notification] | None = None,
+        notify: list[Notification] | None = None,
     ) -> None:
         self.state.status = status
         self._upsert_search_attributes()
@@ -232,9 +236,7 @@ class Run:
             RefundStatus.NEEDS_ATTENTION,
             "escalated",
             reason,
-            notify=[
-                c.Notification(channel="ops", template="escalation", params={"reason": reason})
-            ],
+            notify=[Notification(channel="ops", template="escalation", params={"reason": reason})],
         )
 
     async def finish(
@@ -245,14 +247,14 @@ class Run:
         *,
         actor: str = "system",
         data: dict[str, Any] | None = None,
-        notify: list[c.Notification] | None = None,
+        notify: list[Notification] | None = None,
         release: bool = True,
     ) -> None:
         """End the refund. ``release`` gives back what it still holds (never what it paid)."""
         if release and self.state.quote is not None:
             await workflow.execute_local_activity_method(
                 RefundActivities.release_reservation,
-                c.ReleaseInput(refund_id=self.state.refund_id, at=workflow.now()),
+                ReleaseInput(refund_id=self.state.refund_id, at=workflow.now()),
                 start_to_close_timeout=DB_STEP,
                 summary="release the reservation",
             )
@@ -282,104 +284,13 @@ class Run:
             notify=[self.customer("refund_cancelled")],
         )
 
-    # ------------------------------------------------------------- money steps
-    async def reserve(self) -> bool:
-        """Hold the quote's amounts on the order's tenders; a refund that would take more than
-        is left ends here, rejected."""
-        result = await workflow.execute_local_activity_method(
-            RefundActivities.reserve_refund,
-            c.ReserveInput(
-                refund_id=self.state.refund_id,
-                request=self.inp.request,
-                order=self.context.order,
-                quote=self.quote,
-                policy_version=self.context.policy.version,
-                status=self.state.status,
-                at=workflow.now(),
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary=f"reserve {self.amount(self.quote.total)}",
-        )
-        if not result.ok:
-            await self.finish(
-                RefundStatus.REJECTED,
-                "rejected",
-                f"rejected: {result.message}",
-                data={"code": result.code},
-                notify=[
-                    self.customer(
-                        "refund_rejected", reasons=["AMOUNT_ABOVE_REMAINING"], text=result.message
-                    )
-                ],
-                release=False,
-            )
-        return result.ok
-
-    async def requote(self, deduction: Deduction) -> bool:
-        """The quote again with ``deduction``, reserved; escalates when it cannot apply."""
-        result = await workflow.execute_local_activity(
-            requote,
-            c.RequoteInput(
-                context=self.context,
-                request=self.inp.request,
-                deductions=[*self.quote.deductions, deduction],
-                fx_rate=self.inp.fx_rate,
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary=f"requote with {deduction.kind}",
-        )
-        if result.quote is None:
-            await self.escalate(f"cannot apply {deduction.kind}: {result.error}")
-            return False
-        self.state.quote = result.quote
-        return await self.reserve()
-
-    async def plan_arrival(self, routes: list[PaymentMethod], *, widen: bool = True) -> ArrivalPlan:
-        """When money sent today through ``routes`` should arrive; recorded on the state.
-        ``widen`` keeps what earlier payouts promised (a new payout never shortens it)."""
-        state = self.state
-        previous = state.expected_by if widen else None
-        plan = await workflow.execute_local_activity(
-            plan_arrival,
-            c.ArrivalInput(
-                start=workflow.now().date(),
-                routes=routes,
-                open_routes=[p.route for p in state.latest_payouts()],
-                policy=self.context.policy,
-                country=self.context.order.country,
-                not_before=date.fromisoformat(previous) if previous else None,
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary="expected arrival",
-        )
-        state.expected_by = plan.latest.isoformat()
-        state.window_ends_at = plan.window_ends_at
-        return plan
-
-    async def save_payout(self, record: PayoutRecord, charges: dict[str, int]) -> None:
-        """Our record of a payout, before it is sent (its key registered) and after each answer.
-        Settling consumes ``charges`` from the refund's holds."""
-        step = (
-            RefundActivities.register_payout
-            if record.status is PayoutStatus.PENDING
-            else RefundActivities.record_payout
-        )
-        await workflow.execute_local_activity_method(
-            step,
-            c.RecordPayoutInput(
-                refund_id=self.state.refund_id, record=record, charges=charges, at=workflow.now()
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary=f"{record.key} {record.status.value}",
-        )
-
     # ------------------------------------------------------------------ notices
-    def customer(self, template: str, **params: Any) -> c.Notification:
+    def customer(self, template: str, **params: Any) -> Notification:
         contact = self.inp.request.contact
         base: dict[str, Any] = {"refund_id": self.state.refund_id, "order_id": self.inp.order_id}
         if self.state.quote is not None:
             base["currency"] = self.quote.currency
-        return c.Notification(
+        return Notification(
             channel="customer", template=template, locale=contact.locale, params=base | params
         )
 
@@ -396,7 +307,7 @@ class Run:
         self._deliver_again = False
         self._delivery = workflow.start_activity_method(
             NotifyActivities.deliver_notifications,
-            c.DeliverInput(refund_id=self.state.refund_id, max_attempts=DELIVERY_ATTEMPTS),
+            DeliverInput(refund_id=self.state.refund_id, max_attempts=DELIVERY_ATTEMPTS),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=_DELIVERY_RETRY,
             summary="deliver notices",

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from refundflow.domain.states import PayoutStatus, RefundStatus, Stage
 
+from refundflow.workflows.refund import money
 from refundflow.workflows.refund.effects import Run
 from refundflow.workflows.refund.payouts import apply_news, poll_open_payouts, update_payout
 
@@ -70,7 +71,7 @@ async def _receipt(run: Run) -> None:
                 await update_payout(run, record, PayoutStatus.SETTLED, "", "", "CUSTOMER_CONFIRMED")
         return
     state.not_received_reports += 1
-    await run.plan_arrival([p.route for p in state.latest_payouts()], widen=False)
+    await money.plan_arrival(run, [p.route for p in state.latest_payouts()], widen=False)
     traces = [p.trace_ref or p.provider_ref for p in state.latest_payouts()]
     await run.record(
         "not_received",

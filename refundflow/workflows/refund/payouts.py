@@ -15,7 +15,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from refundflow.activities import contracts as c
+    from refundflow.activities.contracts import (
+        PayoutCall,
+        RecheckInput,
+    )
     from refundflow.activities.refund import RefundActivities
     from refundflow.domain.orders import BankAccount, PaymentMethod
     from refundflow.domain.payout_rules import (
@@ -23,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         PayoutChange,
         event_mismatch,
         fallback_route,
+        needs_repair,
         next_generation,
         next_pending,
         payout_change,
@@ -37,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         payout_key,
     )
 
+from refundflow.workflows.refund import money
 from refundflow.workflows.refund.effects import DB_STEP, Run
 
 # Providers may be slow or down for a while: retries back off, and an attempt after the first
@@ -60,7 +65,7 @@ async def pay(run: Run) -> None:
         await run.enter("payout_started", "second check before the first payout")
         check = await workflow.execute_local_activity_method(
             RefundActivities.recheck_quote,
-            c.RecheckInput(
+            RecheckInput(
                 refund_id=state.refund_id,
                 expected_fingerprint=state.fingerprint,
                 fx_rate=run.inp.fx_rate,
@@ -112,11 +117,11 @@ def charges(run: Run, record: PayoutRecord) -> dict[str, int]:
     return {charge.payment_id: charge.amount for charge in planned.charges}
 
 
-def payout_call(run: Run, record: PayoutRecord) -> c.PayoutCall:
+def payout_call(run: Run, record: PayoutRecord) -> PayoutCall:
     order = run.context.order
     tenders = charges(run, record)
     tender = order.payment(next(iter(tenders), "")) if tenders else None
-    return c.PayoutCall(
+    return PayoutCall(
         refund_id=run.state.refund_id,
         merchant_id=order.merchant_id,
         customer_id=order.customer_id,
@@ -134,7 +139,7 @@ def payout_call(run: Run, record: PayoutRecord) -> c.PayoutCall:
 async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
     """Register the key, send, record the answer. A day of failed attempts leaves the outcome
     unknown and escalates; ops retry under the same key."""
-    await run.save_payout(record, charges(run, record))
+    await money.save_payout(run, record, charges(run, record))
     _rematch(run, record)
     try:
         with run.calling_out():
@@ -148,7 +153,7 @@ async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
             )
     except ActivityError as err:
         record.status = PayoutStatus.UNKNOWN
-        await run.save_payout(record, charges(run, record))
+        await money.save_payout(run, record, charges(run, record))
         await run.escalate(f"payout {record.key} did not go through: {err.cause or err}")
         return record.status
     record.status = result.status
@@ -158,7 +163,7 @@ async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
     record.sent_at = record.sent_at or workflow.now()
     if result.status is PayoutStatus.SETTLED:
         record.settled_at = record.settled_at or workflow.now()
-    await run.save_payout(record, charges(run, record))
+    await money.save_payout(run, record, charges(run, record))
     if record.status is PayoutStatus.FAILED_PERMANENT:
         await run.record(
             "payout_failed",
@@ -166,7 +171,7 @@ async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
             data={"key": record.key, "code": record.code},
         )
         return record.status
-    plan = await run.plan_arrival([record.route])
+    plan = await money.plan_arrival(run, [record.route])
     run.state.first_payout_at = run.state.first_payout_at or workflow.now()
     await run.record(
         "payout_sent",
@@ -312,7 +317,7 @@ async def update_payout(
     record.code = code or record.code
     if change is PayoutChange.SETTLED:
         record.settled_at = workflow.now()
-    await run.save_payout(record, charges(run, record))
+    await money.save_payout(run, record, charges(run, record))
     if change is PayoutChange.SETTLED:
         await run.record(
             "payout_settled", f"provider settled {record.key}", data={"key": record.key}
@@ -337,11 +342,14 @@ async def mark_settled(run: Run, action: OpsAction) -> None:
     for record in state.latest_payouts():
         if record.seq not in marked or record.status is PayoutStatus.SETTLED:
             continue
+        if needs_repair(record) or not record.provider_ref:
+            # Paid outside the provider that failed (or never answered): ops' reference is
+            # the payment's. An accepted payout keeps the provider's own reference.
+            record.provider_ref = action.reference
         record.status = PayoutStatus.SETTLED
         record.code = "MARKED_SETTLED"
-        record.provider_ref = record.provider_ref or action.reference
         record.settled_at = workflow.now()
-        await run.save_payout(record, charges(run, record))
+        await money.save_payout(run, record, charges(run, record))
     await run.record(
         "marked_settled",
         f"marked settled by {action.actor}: {action.reference}",

@@ -8,12 +8,17 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from refundflow.activities import contracts as c
+    from refundflow.activities.contracts import (
+        Notification,
+        ReserveInput,
+        ReviewInput,
+    )
     from refundflow.activities.refund import RefundActivities
     from refundflow.domain.quote import Deduction
     from refundflow.domain.review import ReviewOutcome
     from refundflow.domain.states import RefundStatus, Stage
 
+from refundflow.workflows.refund import money
 from refundflow.workflows.refund.effects import DB_STEP, Run
 
 
@@ -22,7 +27,7 @@ async def review(run: Run) -> None:
     state, request = run.state, run.inp.request
     result = await workflow.execute_local_activity_method(
         RefundActivities.review_refund,
-        c.ReviewInput(
+        ReviewInput(
             refund_id=state.refund_id,
             merchant_id=run.inp.merchant_id,
             order_id=run.inp.order_id,
@@ -40,7 +45,7 @@ async def review(run: Run) -> None:
         # Every refund has its row, a rejected one too: clients list and read it.
         await workflow.execute_local_activity_method(
             RefundActivities.reserve_refund,
-            c.ReserveInput(
+            ReserveInput(
                 refund_id=state.refund_id,
                 request=request,
                 order=run.context.order,
@@ -69,7 +74,7 @@ async def review(run: Run) -> None:
     state.supplier_check = decision.supplier_check
     state.customer_confirmation = decision.customer_confirmation
     state.tags = sorted(set(decision.tags))
-    if not await run.reserve():
+    if not await money.reserve(run):
         return
     await run.transition(
         RefundStatus.UNDER_REVIEW,
@@ -89,7 +94,7 @@ async def supplier(run: Run) -> None:
     await run.enter(
         "supplier_asked",
         f"asked supplier {presale.supplier_ref if presale else ''} to cancel production",
-        notify=[c.Notification(channel="supplier", template="presale_cancel_request")],
+        notify=[Notification(channel="supplier", template="presale_cancel_request")],
     )
     inbox = run.inbox
     if not await run.wait(
@@ -115,10 +120,11 @@ async def supplier(run: Run) -> None:
         return
     if answer.cancellation_fee:
         before = run.quote.total
-        if not await run.requote(
+        if not await money.requote(
+            run,
             Deduction(
                 kind="presale_cancellation_fee", amount=answer.cancellation_fee, note=answer.note
-            )
+            ),
         ):
             return
         await _repriced(run, before, "cancellation fee")
@@ -142,7 +148,7 @@ async def approval(run: Run) -> None:
         "approval_requested",
         f"waiting for {state.approvers_required} approval(s)",
         notify=[
-            c.Notification(
+            Notification(
                 channel="approver",
                 template="approval_requested",
                 params={"refund_id": state.refund_id, "amount": run.quote.total},
@@ -154,7 +160,7 @@ async def approval(run: Run) -> None:
         await run.record(
             "approval_reminder",
             "approval reminder sent",
-            notify=[c.Notification(channel="approver", template="approval_reminder")],
+            notify=[Notification(channel="approver", template="approval_reminder")],
         )
         rest = timedelta(hours=sla.escalate_after_hours) - remind
         if not await run.wait(lambda: _decided(run), rest, "approval escalation"):
@@ -223,7 +229,7 @@ async def return_goods(run: Run) -> None:
         return
     before = run.quote.total
     damage = Deduction(kind="inspection_damage", amount=report.deduction, note=report.note)
-    if not await run.requote(damage):
+    if not await money.requote(run, damage):
         return
     # A changed amount needs a person's approval again, whatever review said.
     state.approvers_required = max(1, state.approvers_required)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from refundflow.activities import contracts as c
+    from refundflow.activities.contracts import (
+        ApprovalInput,
+        RefundWorkflowInput,
+    )
     from refundflow.activities.refund import RefundActivities
     from refundflow.domain.refusals import (
         refusal_for_cancel,
@@ -55,7 +59,7 @@ _STAGES: dict[Stage, Callable[[Run], Awaitable[None]]] = {
 }
 
 
-class MessageResult(c.BaseModel):
+class MessageResult(BaseModel):
     """What an Update answers: whether the message was taken, and the refund's status."""
 
     accepted: bool
@@ -71,7 +75,7 @@ def _refuse(refusal: Refusal | None) -> None:
 @workflow.defn(name="RefundWorkflow")
 class RefundWorkflow:
     @workflow.init
-    def __init__(self, inp: c.RefundWorkflowInput) -> None:
+    def __init__(self, inp: RefundWorkflowInput) -> None:
         self.refund = Run(inp)
 
     @property
@@ -79,7 +83,7 @@ class RefundWorkflow:
         return self.refund.state
 
     @workflow.run
-    async def run(self, inp: c.RefundWorkflowInput) -> RefundState:
+    async def run(self, inp: RefundWorkflowInput) -> RefundState:
         run = self.refund
         if run.loaded is None:
             await stages.review(run)  # a continued run was reviewed before it continued
@@ -135,7 +139,7 @@ class RefundWorkflow:
         self.state.approvals.append(record)  # before any await: a racing duplicate is refused
         await workflow.execute_local_activity_method(
             RefundActivities.record_approval,
-            c.ApprovalInput(
+            ApprovalInput(
                 refund_id=self.state.refund_id,
                 requested_by=self.state.requested_by,
                 approval=record,

@@ -1,4 +1,4 @@
-"""Initial schema: every table of DESIGN 10 and the guards the database enforces itself.
+"""Initial schema: every table and the guards the database enforces itself.
 
 Revision ID: 0001
 Revises:
