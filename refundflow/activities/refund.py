@@ -61,7 +61,7 @@ from refundflow.domain.policy import DEFAULT_POLICY, Policy
 from refundflow.domain.provider_rules import provider_refusal
 from refundflow.domain.quote import Quote
 from refundflow.domain.review import review
-from refundflow.domain.states import PayoutStatus
+from refundflow.domain.states import PayoutStatus, RefundStatus
 from refundflow.gateways.balance import refunds_account
 from refundflow.gateways.base import (
     Gateway,
@@ -181,7 +181,7 @@ class RefundActivities:
         if inp.quote is None:
             with session_scope(self.engine) as session:
                 if get_refund(session, refund_id=inp.refund_id) is None:
-                    session.add(_unreserved_row(inp))
+                    session.add(_unreserved_row(inp, status=inp.status))
             return ReserveResult(ok=True)
         try:
             with session_scope(self.engine) as session:
@@ -197,6 +197,12 @@ class RefundActivities:
                     at=inp.at,
                 )
         except OverRefund as exc:
+            # Another refund of the order took the money first. Its id was given to a client,
+            # so the refund keeps a row and reads REJECTED; the run's "rejected" entry carries
+            # the code. A requote that no longer fits has its row already.
+            with session_scope(self.engine) as session:
+                if get_refund(session, refund_id=inp.refund_id) is None:
+                    session.add(_unreserved_row(inp, status=RefundStatus.REJECTED))
             return ReserveResult(ok=False, code=exc.code, message=exc.message)
         return ReserveResult(ok=True)
 
@@ -386,14 +392,15 @@ class RefundActivities:
         return gateway
 
 
-def _unreserved_row(inp: ReserveInput) -> RefundRow:
+def _unreserved_row(inp: ReserveInput, *, status: RefundStatus) -> RefundRow:
+    """The row of a refund that holds no money: rejected at review or at its reservation."""
     order, req = inp.order, inp.request
     return RefundRow(
         refund_id=inp.refund_id,
         merchant_id=order.merchant_id,
         order_id=order.order_id,
         customer_id=order.customer_id,
-        status=inp.status.value,
+        status=status.value,
         reason=req.reason.value,
         currency=order.currency,
         total=0,
