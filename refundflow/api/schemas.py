@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from refundflow.db.models import RefundRow
 from refundflow.domain.money import CurrencyCode, Minor
 from refundflow.domain.orders import (
     CustomerContact,
@@ -25,7 +26,8 @@ from refundflow.domain.orders import (
     RefundReason,
 )
 from refundflow.domain.quote import Quote
-from refundflow.domain.states import OpsActionKind
+from refundflow.domain.states import OpsActionKind, RefundState
+from refundflow.workflows.client import workflow_id
 
 
 class _In(BaseModel):
@@ -91,6 +93,26 @@ class RefundPublic(BaseModel):
     """What an approver's decision names, so it can only approve the amount they saw."""
     live: dict[str, Any] | None = None
     """The running workflow's own view (approvals, payouts, timeline), when it answers."""
+
+    @classmethod
+    def from_row(cls, row: RefundRow, live: RefundState | None = None) -> RefundPublic:
+        quote = Quote.model_validate(row.quote) if row.quote else None
+        return cls(
+            refund_id=row.refund_id,
+            workflow_id=workflow_id(row.refund_id),
+            order_id=row.order_id,
+            customer_id=row.customer_id,
+            status=live.status.value if live else row.status,
+            reason=row.reason,
+            currency=row.currency,
+            total=row.total,
+            requested_by=row.requested_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            quote=quote,
+            quote_fingerprint=quote.fingerprint() if quote else None,
+            live=live.model_dump(mode="json") if live else None,
+        )
 
 
 class RefundPage(BaseModel):

@@ -14,7 +14,6 @@ from sqlmodel import col, select
 
 from refundflow.api.deps import Principal, ReadSessionDep, SessionDep, require
 from refundflow.api.errors import ApiError
-from refundflow.api.routers.refunds import _public
 from refundflow.api.schemas import RefundPublic
 from refundflow.db.models import ApprovalRow, RefundRow
 from refundflow.db.repository import latest_policy, save_policy
@@ -39,7 +38,7 @@ def approval_inbox(
         )
         .order_by(col(RefundRow.created_at))
     )
-    return [_public(r) for r in session.exec(stmt).all()]
+    return [RefundPublic.from_row(r) for r in session.exec(stmt).all()]
 
 
 def _own(principal: Principal, merchant_id: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,33 +10,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
-from temporalio.service import RPCError
 
-from refundflow.activities.contracts import RefundWorkflowInput
 from refundflow.api import schemas as api
 from refundflow.api.deps import (
+    EngineDep,
     Principal,
     ReadSessionDep,
     RunsDep,
-    SessionDep,
     SettingsDep,
     TemporalDep,
     require,
 )
 from refundflow.api.errors import ApiError
+from refundflow.api.refund_start import RefundStart, quote_request, refund_request, start_once
 from refundflow.db.models import RefundRow
-from refundflow.db.repository import (
-    ClaimOutcome,
-    claim_idempotency_key,
-    complete_idempotency_key,
-    get_order,
-    latest_policy,
-    prior_refunds,
-    release_idempotency_key,
-)
-from refundflow.domain.calculation import compute_quote
-from refundflow.domain.orders import OrderSnapshot, RefundRequest
-from refundflow.domain.policy import DEFAULT_POLICY
 from refundflow.domain.quote import Quote
 from refundflow.domain.states import (
     ApprovalDecision,
@@ -45,11 +31,9 @@ from refundflow.domain.states import (
     CustomerConfirmation,
     OpsAction,
     ReceiptReport,
-    RefundState,
     ReturnInspection,
     SupplierResponse,
 )
-from refundflow.workflows.client import refund_id_for, start_refund, workflow_id
 from refundflow.workflows.refund import RefundWorkflow
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
@@ -58,34 +42,17 @@ Client_ = Annotated[Principal, Depends(require("client"))]
 Reader = Annotated[Principal, Depends(require("client", "approver", "warehouse", "ops"))]
 
 
-def _order(session: Session, principal: Principal, order_id: str) -> OrderSnapshot:
-    order = get_order(session, merchant_id=principal.merchant_id, order_id=order_id)
-    if order is None:
-        raise ApiError(404, "not_found", f"no order {order_id}")
-    return order
-
-
-def _request(body: api.RefundCreate, principal: Principal) -> RefundRequest:
-    return RefundRequest.parse({**body.model_dump(mode="json"), "requested_by": principal.name})
-
-
-def _quote(session: Session, principal: Principal, request: RefundRequest) -> Quote:
-    order = _order(session, principal, request.order_id)
-    policy = latest_policy(session, merchant_id=principal.merchant_id) or DEFAULT_POLICY
-    priors = prior_refunds(session, merchant_id=principal.merchant_id, order_id=order.order_id)
-    return compute_quote(order=order, request=request, policy=policy, prior_refunds=priors)
-
-
 @router.post("/quote", response_model=Quote)
 def quote_refund(body: api.RefundCreate, session: ReadSessionDep, principal: Client_) -> Quote:
     """What this refund would pay, line by line. Changes nothing."""
-    return _quote(session, principal, _request(body, principal))
+    request = refund_request(body, requested_by=principal.name)
+    return quote_request(session, merchant_id=principal.merchant_id, request=request)
 
 
 @router.post("", status_code=202, response_model=api.RefundPublic)
 async def create_refund(
     body: api.RefundCreate,
-    session: SessionDep,
+    engine: EngineDep,
     principal: Client_,
     temporal: TemporalDep,
     settings: SettingsDep,
@@ -93,62 +60,15 @@ async def create_refund(
 ) -> Any:
     """Start a refund. ``Idempotency-Key`` is required: the same key and body return the same
     refund; another body under the key is refused (422), as is a repeat still in flight (409)."""
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise ApiError(400, "idempotency_key_required", "send an Idempotency-Key header")
-    request = _request(body, principal)
-    quote = _quote(session, principal, request)  # bad input fails here, before anything
-    order = _order(session, principal, request.order_id)
-    digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-    claim = claim_idempotency_key(
-        session, merchant_id=principal.merchant_id, key=idempotency_key, request_hash=digest
-    )
-    session.commit()
-    if claim.outcome is ClaimOutcome.DONE and claim.response is not None:
-        return JSONResponse(claim.response, status_code=202)
-    if claim.outcome is ClaimOutcome.MISMATCH:
-        raise ApiError(422, "idempotency_key_reused", "this key was used for another request")
-    if claim.outcome is ClaimOutcome.IN_FLIGHT:
-        raise ApiError(409, "idempotency_in_flight", "a request with this key is in progress")
-    refund_id = refund_id_for(principal.merchant_id, idempotency_key)
-    inp = RefundWorkflowInput(
-        refund_id=refund_id,
+    start = RefundStart(
         merchant_id=principal.merchant_id,
-        order_id=order.order_id,
-        request=request,
+        key=idempotency_key or "",
+        request=refund_request(body, requested_by=principal.name),
     )
-    try:
-        await start_refund(
-            temporal, inp, order=order, task_queue=settings.task_queue, requested_total=quote.total
-        )
-    except RPCError:
-        release_idempotency_key(session, merchant_id=principal.merchant_id, key=idempotency_key)
-        session.commit()
-        raise
-    view = api.RefundPublic(
-        refund_id=refund_id,
-        workflow_id=workflow_id(refund_id),
-        order_id=order.order_id,
-        customer_id=order.customer_id,
-        status="RECEIVED",
-        reason=request.reason.value,
-        currency=order.currency,
-        total=quote.total,
-        requested_by=request.requested_by,
-        created_at=datetime.now().astimezone(),
-        updated_at=datetime.now().astimezone(),
-        quote=quote,
-        quote_fingerprint=quote.fingerprint(),
+    answer = await start_once(
+        start, engine=engine, temporal=temporal, task_queue=settings.task_queue
     )
-    response = view.model_dump(mode="json")
-    complete_idempotency_key(
-        session,
-        merchant_id=principal.merchant_id,
-        key=idempotency_key,
-        response=response,
-        refund_id=refund_id,
-    )
-    session.commit()
-    return JSONResponse(response, status_code=202)
+    return JSONResponse(answer, status_code=202)
 
 
 def _row(session: Session, principal: Principal, refund_id: str) -> RefundRow:
@@ -158,26 +78,6 @@ def _row(session: Session, principal: Principal, refund_id: str) -> RefundRow:
     return row
 
 
-def _public(row: RefundRow, live: RefundState | None = None) -> api.RefundPublic:
-    quote = Quote.model_validate(row.quote) if row.quote else None
-    return api.RefundPublic(
-        refund_id=row.refund_id,
-        workflow_id=workflow_id(row.refund_id),
-        order_id=row.order_id,
-        customer_id=row.customer_id,
-        status=live.status.value if live else row.status,
-        reason=row.reason,
-        currency=row.currency,
-        total=row.total,
-        requested_by=row.requested_by,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        quote=quote,
-        quote_fingerprint=quote.fingerprint() if quote else None,
-        live=live.model_dump(mode="json") if live else None,
-    )
-
-
 @router.get("/{refund_id}", response_model=api.RefundPublic)
 async def get_refund(
     refund_id: str, session: ReadSessionDep, principal: Reader, runs: RunsDep
@@ -185,7 +85,7 @@ async def get_refund(
     """One refund: the stored row, and the run's view when it gives one in time (a finished
     refund's is its last)."""
     row = _row(session, principal, refund_id)
-    return _public(row, await runs.view(refund_id, stored_status=row.status))
+    return api.RefundPublic.from_row(row, await runs.view(refund_id, stored_status=row.status))
 
 
 @router.get("", response_model=api.RefundPage)
@@ -218,7 +118,9 @@ def list_refunds(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1]) if more else None
-    return api.RefundPage(items=[_public(r) for r in rows], next_cursor=next_cursor)
+    return api.RefundPage(
+        items=[api.RefundPublic.from_row(r) for r in rows], next_cursor=next_cursor
+    )
 
 
 def _encode_cursor(row: RefundRow) -> str:
