@@ -78,3 +78,21 @@ def test_deploy_promote_needs_a_build_id() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
     result = run("deploy", "promote", env=env)
     assert result.returncode == 2 and "missing_build_id" in result.stderr
+
+
+def test_keys_create_needs_a_name_and_a_valid_merchant_id(tmp_path: Path) -> None:
+    env = {**os.environ, "REFUNDFLOW_DATA_DIR": str(tmp_path / "data")}
+    env.pop("REFUNDFLOW_DATABASE_URL", None)
+    assert run("db", "upgrade", env=env).returncode == 0
+    # Without a name, two approvers' keys would be one person to the two-approver rule.
+    nameless = run(
+        "keys", "create", "--merchant", "demo", "--role", "approver", "--create-merchant", env=env
+    )
+    assert nameless.returncode == 2 and "--name" in nameless.stderr
+    colon = run("keys", "create", "--merchant", "a:b", "--name", "x", "--create-merchant", env=env)
+    assert colon.returncode == 2 and "invalid_merchant_id" in colon.stderr, colon.stderr
+    ok = run(
+        "keys", "create", "--merchant", "shop-1", "--name", "alice", "--create-merchant", env=env
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("rf_")

@@ -88,7 +88,9 @@ def get_principal(
         row = verify_api_key(session, token=authorization[7:].strip())
     if row is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
-    return Principal(key_id=row.key_id, merchant_id=row.merchant_id, role=row.role, name=row.name)
+    # A key stored before names were required is a person of its own.
+    name = row.name or row.key_id
+    return Principal(key_id=row.key_id, merchant_id=row.merchant_id, role=row.role, name=name)
 
 
 def require(*roles: str) -> Callable[..., Principal]:

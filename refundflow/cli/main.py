@@ -87,12 +87,16 @@ def db_upgrade() -> None:
 @keys_app.command("create")
 def keys_create(
     merchant: Annotated[str, typer.Option(help="The merchant the key acts for.")],
+    name: Annotated[
+        str,
+        typer.Option(
+            help="Who holds it (required): requests and approvals are attributed to it, and"
+            " two approvals need two different names."
+        ),
+    ],
     role: Annotated[
         str, typer.Option(help="client, approver, warehouse, ops or admin.")
     ] = "client",
-    name: Annotated[
-        str, typer.Option(help="Who holds it; an approver's name is their approver id.")
-    ] = "",
     create_merchant: Annotated[
         bool, typer.Option(help="Create the merchant if it does not exist yet.")
     ] = False,
@@ -107,7 +111,7 @@ def keys_create(
         with session_scope(engine) as session:
             if create_merchant and get_merchant(session, merchant_id=merchant) is None:
                 upsert_merchant(session, merchant_id=merchant)
-            row, token = create_api_key(session, merchant_id=merchant, name=name or role, role=role)
+            row, token = create_api_key(session, merchant_id=merchant, name=name, role=role)
     except DomainError as exc:
         raise _fail(exc) from None
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime
 
@@ -23,6 +24,21 @@ from refundflow.domain.policy import Policy
 
 _KEY_PREFIX = "rf"
 
+MERCHANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A merchant id: 1 to 64 ASCII letters, digits, ``.``, ``_`` or ``-``, starting with a letter
+or digit. It appears in refund ids' derivation, search attributes and ledger account names,
+so it carries no separators (``:``), spaces or other characters those would have to escape."""
+
+
+def check_merchant_id(merchant_id: str) -> str:
+    if MERCHANT_ID_PATTERN.fullmatch(merchant_id) is None:
+        raise InvalidInput(
+            f"merchant id {merchant_id!r} must be 1 to 64 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit",
+            code="invalid_merchant_id",
+        )
+    return merchant_id
+
 
 def upsert_merchant(
     session: Session, *, merchant_id: str, name: str = "", at: datetime | None = None
@@ -30,6 +46,7 @@ def upsert_merchant(
     with atomic(session):
         row = session.get(MerchantRow, merchant_id)
         if row is None:
+            check_merchant_id(merchant_id)
             row = MerchantRow(merchant_id=merchant_id, created_at=at or utcnow())
         row.name = name
         session.add(row)
@@ -66,6 +83,10 @@ def set_merchant_webhook(
     return row
 
 
+KEY_NAME_MAX_LENGTH = 128
+"""Names are the actor ids runs record (approver, inspector, requester), bounded like them."""
+
+
 def _hash(token: str) -> str:
     # API keys are 256-bit random secrets, so a fast hash is enough; a slow password hash
     # would only add latency to every request.
@@ -76,11 +97,20 @@ def create_api_key(
     session: Session,
     *,
     merchant_id: str,
-    name: str = "",
+    name: str,
     role: str = "client",
     at: datetime | None = None,
 ) -> tuple[ApiKeyRow, str]:
-    """A new key for ``merchant_id``: the row (hash only) and the token, shown this once."""
+    """A new key for ``merchant_id``: the row (hash only) and the token, shown this once.
+
+    ``name`` is who holds the key: requests and approvals are attributed to it, so it is
+    required (keys without one would all be the same person to the two-approver rule)."""
+    name = name.strip()
+    if not name or len(name) > KEY_NAME_MAX_LENGTH:
+        raise InvalidInput(
+            f"an API key needs the name of who holds it (1 to {KEY_NAME_MAX_LENGTH} characters)",
+            code="key_name_required",
+        )
     if role not in API_KEY_ROLES:
         raise InvalidInput(
             f"unknown role {role!r}; one of {', '.join(API_KEY_ROLES)}", code="invalid_role"

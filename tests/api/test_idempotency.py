@@ -18,6 +18,7 @@ from refundflow.db.models import IdempotencyKeyRow
 from refundflow.db.repository import list_audit
 from refundflow.db.types import utcnow
 from refundflow.domain.states import RefundStatus
+from refundflow.workflows.client import refund_id_for
 from tests.api.conftest import Api
 
 WHOLE_LINE = {
@@ -143,3 +144,10 @@ async def test_every_refund_id_given_out_resolves_after_a_reservation_race(api: 
     assert all(t["refunded"] + t["reserved"] <= t["captured"] for t in tenders), tenders
     assert sum(t["refunded"] for t in tenders) == 8000
     assert RefundStatus.REJECTED.value in finals.values()
+
+
+def test_two_merchants_keys_never_name_the_same_refund() -> None:
+    """Merchant ids and keys may both contain the separator a naive join would use."""
+    assert refund_id_for("shop:a", "k") != refund_id_for("shop", "a:k")
+    assert refund_id_for("shop", "k") != refund_id_for("shop", "k ")
+    assert refund_id_for("shop", "k") == refund_id_for("shop", "k")

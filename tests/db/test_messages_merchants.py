@@ -22,6 +22,7 @@ from refundflow.db.repository import (
     release_idempotency_key,
     revoke_api_key,
     save_policy,
+    upsert_merchant,
     verify_api_key,
 )
 from refundflow.domain.errors import DomainError
@@ -169,3 +170,25 @@ def test_customer_balance_never_goes_negative(session: Session) -> None:
     with pytest.raises(DomainError):
         adjust(-1, customer_id="c-2")
     session.commit()
+
+
+@pytest.mark.parametrize("merchant_id", ["a:b", "", "-shop", "shop 1", "x" * 65, "店铺"])
+def test_merchant_ids_outside_the_documented_pattern_are_refused(
+    session: Session, merchant_id: str
+) -> None:
+    with pytest.raises(DomainError) as err:
+        upsert_merchant(session, merchant_id=merchant_id)
+    assert err.value.code == "invalid_merchant_id"
+
+
+def test_merchant_ids_in_the_documented_pattern_are_accepted(session: Session) -> None:
+    for merchant_id in ("shop-1", "Shop_2.cn", "9" * 64):
+        assert upsert_merchant(session, merchant_id=merchant_id).merchant_id == merchant_id
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_api_keys_need_the_name_of_who_holds_them(session: Session, name: str) -> None:
+    """Approvals are attributed to the key's name: nameless keys would all be one person."""
+    with pytest.raises(DomainError) as err:
+        create_api_key(session, merchant_id=MERCHANT, name=name, role="approver")
+    assert err.value.code == "key_name_required"
