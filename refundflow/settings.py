@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     signal_timeout_seconds: float = 10.0
     """How long handing a provider's webhook event to its run may take; past it the webhook
     answers 503 and the provider retries."""
+    max_request_body_bytes: int = 256 * 1024
+    """The largest request body the API reads; a larger one is refused (413 ``body_too_large``)
+    before it is parsed. Everything a refund carries ends up in its workflow's payloads, which
+    must stay small."""
+    strict_problem_codes: bool = False
+    """Answer 500 when a route answers a problem code its OpenAPI document does not list (the
+    test suite turns this on, so an undocumented code fails a test instead of a client)."""
     providers: dict[str, dict[str, Any]] = {}
     """Real provider adapters by name (``alipay``, ``wechat``, ``stripe``, ``paypal``,
     ``bank_transfer``), each with its adapter's config, e.g. ``REFUNDFLOW_PROVIDERS='{"stripe":

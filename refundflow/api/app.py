@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
-from refundflow.api import errors, metrics
+from refundflow.api import docs, errors, metrics
+from refundflow.api.guard import RequestGuard
+from refundflow.api.problems import documented
 from refundflow.api.routers import admin, orders, refunds, webhooks
 from refundflow.db.engine import make_engine
 from refundflow.domain.orders import PaymentMethod
@@ -53,8 +55,10 @@ def create_app(
     app = FastAPI(
         title="refundflow",
         version="0.1.0",
-        description="Every order refund as a durable Temporal workflow.",
+        description=docs.DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs.install serves it from the installed Swagger UI package
+        redoc_url=None,
     )
     app.state.settings = settings
     if engine is not None:  # tests wire their own parts; the lifespan makes the rest
@@ -63,15 +67,19 @@ def create_app(
         use_gateways(app, {})
     errors.install(app)
     metrics.install(app)
+    # Added last, so it wraps everything else: the body limit comes before any parsing, and
+    # an error no handler answered still gets a problem and a request id.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_body_bytes)
     for router in (orders.router, refunds.router, admin.router, webhooks.router):
         app.include_router(router)
+    docs.install(app)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=documented())
     def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses=documented("not_ready"))
     async def readyz() -> dict[str, str]:
         """The database and Temporal both answer."""
         checks = {"database": "ok", "temporal": "ok"}

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -78,14 +79,21 @@ class Principal(BaseModel):
     name: str
 
 
+bearer = HTTPBearer(
+    auto_error=False,  # a missing key is our own 401 problem, not FastAPI's
+    scheme_name="ApiKey",
+    description="An API key: `refundflow keys create --merchant M --role R --name N`.",
+)
+
+
 def get_principal(
     engine: Annotated[Engine, Depends(get_engine)],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    if not authorization or not authorization.lower().startswith("bearer "):
+    if credentials is None or not credentials.credentials.strip():
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
     with new_session(engine, readonly=True) as session:
-        row = verify_api_key(session, token=authorization[7:].strip())
+        row = verify_api_key(session, token=credentials.credentials.strip())
     if row is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     # A key stored before names were required is a person of its own.

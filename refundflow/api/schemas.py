@@ -7,49 +7,61 @@ Request models forbid unknown fields: a client can never set ``status``, ``appro
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from refundflow.db.models import RefundRow
-from refundflow.domain.money import CurrencyCode, Minor
-from refundflow.domain.orders import (
-    CustomerContact,
-    Destination,
-    OrderDiscount,
-    OrderFee,
-    OrderLine,
-    OrderStatus,
-    Payment,
-    PresaleInfo,
-    RefundItem,
-    RefundReason,
-)
+from refundflow.domain.orders import OrderSnapshotBody, RefundRequestBody
 from refundflow.domain.quote import Quote
-from refundflow.domain.states import OpsActionKind, RefundState
+from refundflow.domain.states import (
+    ApprovalDecisionBody,
+    CancelRequestBody,
+    CustomerConfirmation,
+    OpsActionBody,
+    ReceiptReport,
+    RefundState,
+    ReturnInspectionBody,
+    SupplierResponse,
+)
 from refundflow.workflows.client import workflow_id
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProblemError(BaseModel):
+    """One failed check of a request's input."""
+
+    loc: str
+    """Where: ``body.items.0.quantity``, ``query.limit``, ``header.idempotency-key``."""
+    type: str
+    """The check that failed (a stable code where there is one, e.g. ``negative_quantity``)."""
+    msg: str
+    """What is wrong, for people."""
 
 
-class OrderUpsert(_In):
-    """An order snapshot as the shop sees it; the merchant comes from the API key."""
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details). Branch on ``code``: it never changes; ``title``
+    and ``detail`` are for people and may."""
 
-    channel: str
-    customer_id: str
-    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
-    currency: CurrencyCode
-    placed_at: datetime
-    status: OrderStatus
-    delivered_at: datetime | None = None
-    presale: PresaleInfo | None = None
-    lines: list[OrderLine]
-    discounts: list[OrderDiscount] = []
-    shipping_fee: Minor = 0
-    fees: list[OrderFee] = []
-    payments: list[Payment]
+    type: str
+    """A URI naming the problem type: ``https://refundflow.dev/problems/<code>``."""
+    title: str
+    """What the code means, in short."""
+    status: int
+    """The HTTP status, repeated."""
+    code: str
+    """The stable, machine-readable code (listed per route in this document)."""
+    detail: str
+    """What went wrong with this request."""
+    errors: list[ProblemError] | None = None
+    """Every failed input check, for ``validation_error``, ``unknown_field`` and the input
+    codes."""
+    request_id: str | None = None
+    """For ``internal_error``: the ``X-Request-ID`` to quote when reporting it."""
+
+
+class OrderUpsert(OrderSnapshotBody):
+    """An order snapshot as the shop sees it; the merchant comes from the API key, the order id
+    from the path."""
 
 
 class TenderPublic(BaseModel):
@@ -64,16 +76,8 @@ class OrderPublic(BaseModel):
     tenders: list[TenderPublic]
 
 
-class RefundCreate(_In):
-    order_id: str
-    items: list[RefundItem] = []
-    goodwill_amount: Minor | None = None
-    currency: CurrencyCode | None = None
-    reason: RefundReason
-    note: Annotated[str, Field(max_length=2000)] = ""
-    evidence: list[Annotated[str, Field(max_length=2000)]] = []
-    destination: Destination = Destination()
-    contact: CustomerContact = CustomerContact()
+class RefundCreate(RefundRequestBody):
+    """A refund as the client asks for it; who asks is the API key's owner."""
 
 
 class RefundPublic(BaseModel):
@@ -120,44 +124,32 @@ class RefundPage(BaseModel):
     next_cursor: str | None
 
 
-class DecisionIn(_In):
-    decision: Literal["APPROVE", "REJECT"]
-    quote_fingerprint: str
-    comment: Annotated[str, Field(max_length=2000)] = ""
+class DecisionIn(ApprovalDecisionBody):
+    """An approver's decision on the quote they saw; the approver is the API key's owner."""
 
 
-class SupplierResponseIn(_In):
-    supplier_ref: str
-    can_cancel: bool
-    cancellation_fee: Minor = 0
-    note: Annotated[str, Field(max_length=2000)] = ""
+class SupplierResponseIn(SupplierResponse):
+    """The supplier's answer on cancelling a presale order in production."""
 
 
-class ReturnInspectionIn(_In):
-    condition: Literal["OK", "DAMAGED"] = "OK"
-    deduction: Minor = 0
-    note: Annotated[str, Field(max_length=2000)] = ""
+class ReturnInspectionIn(ReturnInspectionBody):
+    """The warehouse's inspection of returned goods; the inspector is the API key's owner."""
 
 
-class CustomerConfirmationIn(_In):
-    confirmed: bool
-    note: Annotated[str, Field(max_length=2000)] = ""
+class CustomerConfirmationIn(CustomerConfirmation):
+    """The customer's word on the amount of a large refund."""
 
 
-class ReceiptIn(_In):
-    received: bool
-    note: Annotated[str, Field(max_length=2000)] = ""
+class ReceiptIn(ReceiptReport):
+    """The customer's word on whether the money arrived."""
 
 
-class CancelIn(_In):
-    reason: Annotated[str, Field(max_length=2000)] = ""
+class CancelIn(CancelRequestBody):
+    """A cancel before any payout; who asks is the API key's owner."""
 
 
-class OpsActionIn(_In):
-    action: OpsActionKind
-    destination: Destination | None = None
-    reference: Annotated[str, Field(max_length=2000)] = ""
-    note: Annotated[str, Field(max_length=2000)] = ""
+class OpsActionIn(OpsActionBody):
+    """An ops repair of a refund that needs attention; who acts is the API key's owner."""
 
 
 class MessageOut(BaseModel):

@@ -73,6 +73,9 @@ STABLE_VALIDATION_CODES = frozenset(
     {
         "negative_quantity",
         "negative_amount",
+        "amount_too_large",
+        "quantity_too_large",
+        "evidence_too_large",
         "unknown_currency",
         "duplicate_line",
         "duplicate_payment",

@@ -48,14 +48,35 @@ CurrencyCode = Annotated[str, AfterValidator(_check_currency)]
 """An ISO 4217 code with a minor unit, normalised to upper case."""
 
 
-def _non_negative(value: int) -> int:
+MAX_MINOR = 10**15
+"""The largest amount, in minor units, that any order, request or message may carry: 10^13
+yuan or dollars, far past any real refund, yet every sum of such amounts the service forms
+(an order's lines, a refund's parts) stays well inside a signed 64-bit ``BIGINT`` column, and
+the amount still formats exactly for people and providers (a float-free decimal of 16 digits)."""
+
+
+def _bounded_amount(value: int) -> int:
     if value < 0:
         raise PydanticCustomError("negative_amount", "amount must not be negative")
+    if value > MAX_MINOR:
+        raise PydanticCustomError(
+            "amount_too_large", "amount must be at most {max} minor units", {"max": MAX_MINOR}
+        )
     return value
 
 
-Minor = Annotated[int, Field(strict=True), AfterValidator(_non_negative)]
-"""A non-negative amount in minor units. Strict: a float or a decimal string is refused."""
+Minor = Annotated[
+    int,
+    Field(
+        strict=True,
+        json_schema_extra={"minimum": 0, "maximum": MAX_MINOR},
+        description="An amount in minor units of the currency (10^exponent per major unit:"
+        " CNY and USD 2, JPY 0, KWD 3), from 0 to 10^15.",
+    ),
+    AfterValidator(_bounded_amount),
+]
+"""A non-negative amount in minor units, at most :data:`MAX_MINOR`. Strict: a float or a
+decimal string is refused."""
 
 
 class Money(BaseModel):

@@ -6,11 +6,18 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from refundflow.domain.errors import InvalidInput
-from refundflow.domain.money import CurrencyCode, Minor, allocate
+from refundflow.domain.money import MAX_MINOR, CurrencyCode, Minor, allocate
 
 
 class _Frozen(BaseModel):
@@ -36,13 +43,32 @@ class PaymentMethod(StrEnum):
     PAYPAL = "paypal"
 
 
+MAX_QUANTITY = 1_000_000
+"""Units of one line: bounded so that a line's amount is a checked product, never a surprise."""
+
+
 def _positive_quantity(value: int) -> int:
     if value <= 0:
         raise PydanticCustomError("negative_quantity", "quantity must be a positive whole number")
+    if value > MAX_QUANTITY:
+        raise PydanticCustomError(
+            "quantity_too_large", "quantity must be at most {max}", {"max": MAX_QUANTITY}
+        )
     return value
 
 
-Quantity = Annotated[int, Field(strict=True)]
+def _bounded_total(total: int, what: str) -> None:
+    if total > MAX_MINOR:
+        raise PydanticCustomError(
+            "amount_too_large",
+            "{what} must be at most {max} minor units",
+            {"what": what, "max": MAX_MINOR},
+        )
+
+
+Quantity = Annotated[
+    int, Field(strict=True, json_schema_extra={"minimum": 1, "maximum": MAX_QUANTITY})
+]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -57,6 +83,7 @@ class OrderLine(_Frozen):
     @model_validator(mode="after")
     def _check(self) -> Self:
         _positive_quantity(self.quantity)
+        _bounded_total(self.gross, "a line's amount")
         if self.line_discount > self.gross:
             raise PydanticCustomError(
                 "discount_exceeds_amount", "line discount is larger than the line amount"
@@ -105,9 +132,10 @@ class PresaleInfo(_Frozen):
     production_starts_on: date | None = None
 
 
-class OrderSnapshot(_Frozen):
-    order_id: Id
-    merchant_id: Id
+class OrderSnapshotBody(_Frozen):
+    """An order as the shop's order system describes it; :class:`OrderSnapshot` adds whose
+    order it is and its id (the API takes both from the key and the path)."""
+
     channel: Id  # own_store, tmall, jd, shopify, ...
     customer_id: Id
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
@@ -138,6 +166,9 @@ class OrderSnapshot(_Frozen):
                     "unknown_line", "discount {code} names unknown lines", {"code": disc.code}
                 )
         self.discount_shares()  # refuses a discount larger than the lines it covers
+        gross = sum(line.gross for line in self.lines)
+        _bounded_total(gross + self.shipping_fee + self.fees_total, "the order's total")
+        _bounded_total(self.captured_total, "the order's captured total")
         return self
 
     def discount_shares(self) -> dict[str, int]:
@@ -161,14 +192,6 @@ class OrderSnapshot(_Frozen):
                 shares[lid] += part
                 left[lid] -= part
         return shares
-
-    @classmethod
-    def parse(cls, data: Any) -> OrderSnapshot:
-        """Validate untrusted input, raising :class:`InvalidInput` with a stable code."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidInput.from_validation(exc, what="order") from None
 
     @property
     def items_net(self) -> int:
@@ -196,6 +219,19 @@ class OrderSnapshot(_Frozen):
 
     def payment(self, payment_id: str) -> Payment | None:
         return next((p for p in self.payments if p.payment_id == payment_id), None)
+
+
+class OrderSnapshot(OrderSnapshotBody):
+    order_id: Id
+    merchant_id: Id
+
+    @classmethod
+    def parse(cls, data: Any) -> OrderSnapshot:
+        """Validate untrusted input, raising :class:`InvalidInput` with a stable code."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput.from_validation(exc, what="order") from None
 
 
 class RefundReason(StrEnum):
@@ -264,7 +300,37 @@ class RefundItem(_Frozen):
         return self
 
 
-class RefundRequest(_Frozen):
+MAX_EVIDENCE_ITEMS = 20
+MAX_EVIDENCE_LENGTH = 2000
+"""Evidence travels in the refund's workflow payload: a few references (photo URLs, ticket
+ids), never the files themselves."""
+
+
+def _bounded_evidence(items: list[str]) -> list[str]:
+    if len(items) > MAX_EVIDENCE_ITEMS or any(len(i) > MAX_EVIDENCE_LENGTH for i in items):
+        raise PydanticCustomError(
+            "evidence_too_large",
+            "evidence is at most {n} references of at most {length} characters each",
+            {"n": MAX_EVIDENCE_ITEMS, "length": MAX_EVIDENCE_LENGTH},
+        )
+    return items
+
+
+Evidence = Annotated[
+    list[str],
+    AfterValidator(_bounded_evidence),
+    Field(
+        json_schema_extra={
+            "maxItems": MAX_EVIDENCE_ITEMS,
+            "items": {"type": "string", "maxLength": MAX_EVIDENCE_LENGTH},
+        }
+    ),
+]
+
+
+class RefundRequestBody(_Frozen):
+    """A refund as the client asks for it; :class:`RefundRequest` adds who asks."""
+
     order_id: Id
     items: list[RefundItem] = []
     goodwill_amount: Minor | None = None
@@ -273,10 +339,9 @@ class RefundRequest(_Frozen):
     """If given, must be the order's currency: a guard against a client's wrong assumption."""
     reason: RefundReason
     note: Annotated[str, Field(max_length=2000)] = ""
-    evidence: list[Annotated[str, Field(max_length=2000)]] = []
+    evidence: Evidence = []
     destination: Destination = Destination()
     contact: CustomerContact = CustomerContact()
-    requested_by: Id
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -286,6 +351,10 @@ class RefundRequest(_Frozen):
         if len(set(ids)) != len(ids):
             raise PydanticCustomError("duplicate_line", "each line may appear once per request")
         return self
+
+
+class RefundRequest(RefundRequestBody):
+    requested_by: Id
 
     @classmethod
     def parse(cls, data: Any) -> RefundRequest:

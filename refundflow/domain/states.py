@@ -78,12 +78,17 @@ Actor = Annotated[str, Field(min_length=1, max_length=128)]
 Note = Annotated[str, Field(max_length=2000)]
 
 
-class ApprovalDecision(_Msg):
-    approver_id: Actor
+class ApprovalDecisionBody(_Msg):
+    """A decision as the approver sends it; :class:`ApprovalDecision` adds who decided."""
+
     decision: Literal["APPROVE", "REJECT"]
-    quote_fingerprint: str
+    quote_fingerprint: Annotated[str, Field(max_length=128)]
     """The quote the approver looked at; a decision on an older quote is refused."""
     comment: Note = ""
+
+
+class ApprovalDecision(ApprovalDecisionBody):
+    approver_id: Actor
 
 
 class SupplierResponse(_Msg):
@@ -93,12 +98,17 @@ class SupplierResponse(_Msg):
     note: Note = ""
 
 
-class ReturnInspection(_Msg):
-    inspector_id: Actor
+class ReturnInspectionBody(_Msg):
+    """An inspection as the warehouse sends it; :class:`ReturnInspection` adds who inspected."""
+
     condition: Literal["OK", "DAMAGED"] = "OK"
     deduction: Minor = 0
     """Taken off the refund for damage; a deduction sends the refund back for approval."""
     note: Note = ""
+
+
+class ReturnInspection(ReturnInspectionBody):
+    inspector_id: Actor
 
 
 class CustomerConfirmation(_Msg):
@@ -111,22 +121,32 @@ class ReceiptReport(_Msg):
     note: Note = ""
 
 
-class CancelRequest(_Msg):
-    requested_by: Actor
+class CancelRequestBody(_Msg):
+    """A cancel as the client or ops sends it; :class:`CancelRequest` adds who asked."""
+
     reason: Note = ""
+
+
+class CancelRequest(CancelRequestBody):
+    requested_by: Actor
 
 
 OpsActionKind = Literal["retry_payout", "switch_destination", "mark_settled", "cancel", "resume"]
 
 
-class OpsAction(_Msg):
-    actor: Actor
+class OpsActionBody(_Msg):
+    """A repair as ops sends it; :class:`OpsAction` adds who acted."""
+
     action: OpsActionKind
     destination: Destination | None = None
     """For ``switch_destination``."""
     reference: Note = ""
     """For ``mark_settled``: the out-of-band payment reference."""
     note: Note = ""
+
+
+class OpsAction(OpsActionBody):
+    actor: Actor
 
 
 class PayoutEvent(_Msg):

@@ -143,7 +143,9 @@ async def serve_api(
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     queue = f"api-{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=database_url, task_queue=queue, data_dir=tmp_path)
+    settings = Settings(
+        database_url=database_url, task_queue=queue, data_dir=tmp_path, strict_problem_codes=True
+    )
     app = create_app(settings, engine=engine, temporal=env.client)
     use_gateways(app, gateways)
     transport = httpx.ASGITransport(app=app)

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from refundflow.api.deps import Principal, ReadSessionDep, SessionDep, require
 from refundflow.api.errors import ApiError
+from refundflow.api.problems import AUTH, BODY, documented
 from refundflow.api.schemas import RefundPublic
 from refundflow.db.models import ApprovalRow, RefundRow
 from refundflow.db.repository import latest_policy, save_policy
@@ -22,7 +23,7 @@ from refundflow.domain.policy import DEFAULT_POLICY, Policy
 router = APIRouter(tags=["approvals", "policies", "reports"])
 
 
-@router.get("/v1/approvals", response_model=list[RefundPublic])
+@router.get("/v1/approvals", response_model=list[RefundPublic], responses=documented(*AUTH))
 def approval_inbox(
     session: ReadSessionDep, principal: Annotated[Principal, Depends(require("approver"))]
 ) -> list[RefundPublic]:
@@ -46,7 +47,7 @@ def _own(principal: Principal, merchant_id: str) -> None:
         raise ApiError(404, "not_found", f"no merchant {merchant_id}")
 
 
-@router.get("/v1/policies/{merchant_id}")
+@router.get("/v1/policies/{merchant_id}", responses=documented(*AUTH, "not_found"))
 def get_policy(
     merchant_id: str,
     session: SessionDep,
@@ -58,7 +59,19 @@ def get_policy(
     return policy.model_dump(mode="json")
 
 
-@router.put("/v1/policies/{merchant_id}")
+@router.put(
+    "/v1/policies/{merchant_id}",
+    responses=documented(
+        *AUTH,
+        *BODY,
+        "not_found",
+        "policy_invalid",
+        "policy_version_exists",
+        "invalid_threshold_order",
+        "unknown_currency",
+        "database_busy",
+    ),
+)
 def put_policy(
     merchant_id: str,
     session: SessionDep,
@@ -75,7 +88,11 @@ def put_policy(
     return policy.model_dump(mode="json")
 
 
-@router.get("/v1/reports/refunds", response_model=None)
+@router.get(
+    "/v1/reports/refunds",
+    response_model=None,
+    responses=documented(*AUTH, "validation_error"),
+)
 def report(
     session: ReadSessionDep,
     principal: Annotated[Principal, Depends(require("ops", "approver"))],

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from refundflow.api import schemas as api
 from refundflow.api.deps import Principal, ReadSessionDep, SessionDep, require
 from refundflow.api.errors import ApiError
+from refundflow.api.problems import AUTH, BODY, ORDER_INPUT, documented
 from refundflow.db.repository import get_order, tender_balances, upsert_order
 from refundflow.domain.orders import OrderSnapshot
 
@@ -32,7 +33,20 @@ def _public(session: Session, order: OrderSnapshot) -> api.OrderPublic:
     )
 
 
-@router.put("/{order_id}", response_model=api.OrderPublic)
+@router.put(
+    "/{order_id}",
+    response_model=api.OrderPublic,
+    responses=documented(
+        *AUTH,
+        *BODY,
+        *ORDER_INPUT,
+        "order_in_use",
+        "order_mismatch",
+        "unknown_payment",
+        "currency_mismatch",
+        "database_busy",
+    ),
+)
 def put_order(
     order_id: str,
     body: api.OrderUpsert,
@@ -52,7 +66,7 @@ def put_order(
     return _public(session, order)
 
 
-@router.get("/{order_id}", response_model=api.OrderPublic)
+@router.get("/{order_id}", response_model=api.OrderPublic, responses=documented(*AUTH, "not_found"))
 def read_order(
     order_id: str,
     session: ReadSessionDep,

@@ -22,7 +22,14 @@ from refundflow.api.deps import (
     require,
 )
 from refundflow.api.errors import ApiError
-from refundflow.api.refund_start import RefundStart, quote_request, refund_request, start_once
+from refundflow.api.problems import AUTH, BODY, MESSAGE, QUOTE, REQUEST_INPUT, TEMPORAL, documented
+from refundflow.api.refund_start import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    RefundStart,
+    quote_request,
+    refund_request,
+    start_once,
+)
 from refundflow.db.models import RefundRow
 from refundflow.domain.quote import Quote
 from refundflow.domain.states import (
@@ -42,27 +49,54 @@ Client_ = Annotated[Principal, Depends(require("client"))]
 Reader = Annotated[Principal, Depends(require("client", "approver", "warehouse", "ops"))]
 
 
-@router.post("/quote", response_model=Quote)
+@router.post(
+    "/quote",
+    response_model=Quote,
+    responses=documented(*AUTH, *BODY, *REQUEST_INPUT, *QUOTE),
+)
 def quote_refund(body: api.RefundCreate, session: ReadSessionDep, principal: Client_) -> Quote:
     """What this refund would pay, line by line. Changes nothing."""
     request = refund_request(body, requested_by=principal.name)
     return quote_request(session, merchant_id=principal.merchant_id, request=request)
 
 
-@router.post("", status_code=202, response_model=api.RefundPublic)
+@router.post(
+    "",
+    status_code=202,
+    response_model=api.RefundPublic,
+    responses=documented(
+        *AUTH,
+        *BODY,
+        *REQUEST_INPUT,
+        *QUOTE,
+        *TEMPORAL,
+        "idempotency_key_required",
+        "idempotency_key_reused",
+        "idempotency_in_flight",
+        "database_busy",
+    ),
+)
 async def create_refund(
     body: api.RefundCreate,
     engine: EngineDep,
     principal: Client_,
     temporal: TemporalDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str,
+        Header(
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+            description="Names this refund: a retry with the same key and body answers the same"
+            " refund; another body under the key is refused (422 `idempotency_key_reused`).",
+        ),
+    ],
 ) -> Any:
     """Start a refund. ``Idempotency-Key`` is required: the same key and body return the same
     refund; another body under the key is refused (422), as is a repeat still in flight (409)."""
     start = RefundStart(
         merchant_id=principal.merchant_id,
-        key=idempotency_key or "",
+        key=idempotency_key,
         request=refund_request(body, requested_by=principal.name),
     )
     answer = await start_once(
@@ -78,7 +112,9 @@ def _row(session: Session, principal: Principal, refund_id: str) -> RefundRow:
     return row
 
 
-@router.get("/{refund_id}", response_model=api.RefundPublic)
+@router.get(
+    "/{refund_id}", response_model=api.RefundPublic, responses=documented(*AUTH, "not_found")
+)
 async def get_refund(
     refund_id: str, session: ReadSessionDep, principal: Reader, runs: RunsDep
 ) -> api.RefundPublic:
@@ -88,7 +124,11 @@ async def get_refund(
     return api.RefundPublic.from_row(row, await runs.view(refund_id, stored_status=row.status))
 
 
-@router.get("", response_model=api.RefundPage)
+@router.get(
+    "",
+    response_model=api.RefundPage,
+    responses=documented(*AUTH, "validation_error", "invalid_cursor"),
+)
 def list_refunds(
     session: ReadSessionDep,
     principal: Reader,
@@ -136,7 +176,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned") from exc
 
 
-@router.post("/{refund_id}/decisions", response_model=api.MessageOut)
+@router.post(
+    "/{refund_id}/decisions",
+    response_model=api.MessageOut,
+    responses=documented(
+        *MESSAGE, "self_approval", "outdated_quote", "repeated_approver", "approval_conflict"
+    ),
+)
 async def decide(
     refund_id: str,
     body: api.DecisionIn,
@@ -150,7 +196,11 @@ async def decide(
     return await runs.update(refund_id, RefundWorkflow.decide, msg, actor=principal.name)
 
 
-@router.post("/{refund_id}/supplier-response", response_model=api.MessageOut)
+@router.post(
+    "/{refund_id}/supplier-response",
+    response_model=api.MessageOut,
+    responses=documented(*MESSAGE, "negative_amount", "amount_too_large"),
+)
 async def supplier_response(
     refund_id: str,
     body: api.SupplierResponseIn,
@@ -164,7 +214,11 @@ async def supplier_response(
     return await runs.update(refund_id, RefundWorkflow.supplier_response, msg, actor=principal.name)
 
 
-@router.post("/{refund_id}/return-inspection", response_model=api.MessageOut)
+@router.post(
+    "/{refund_id}/return-inspection",
+    response_model=api.MessageOut,
+    responses=documented(*MESSAGE, "negative_amount", "amount_too_large"),
+)
 async def return_inspection(
     refund_id: str,
     body: api.ReturnInspectionIn,
@@ -178,7 +232,11 @@ async def return_inspection(
     return await runs.update(refund_id, RefundWorkflow.return_inspection, msg, actor=principal.name)
 
 
-@router.post("/{refund_id}/customer-confirmation", response_model=api.MessageOut)
+@router.post(
+    "/{refund_id}/customer-confirmation",
+    response_model=api.MessageOut,
+    responses=documented(*MESSAGE),
+)
 async def customer_confirmation(
     refund_id: str,
     body: api.CustomerConfirmationIn,
@@ -194,7 +252,7 @@ async def customer_confirmation(
     )
 
 
-@router.post("/{refund_id}/receipt", response_model=api.MessageOut)
+@router.post("/{refund_id}/receipt", response_model=api.MessageOut, responses=documented(*MESSAGE))
 async def receipt(
     refund_id: str,
     body: api.ReceiptIn,
@@ -208,7 +266,11 @@ async def receipt(
     return await runs.update(refund_id, RefundWorkflow.receipt, msg, actor=principal.name)
 
 
-@router.post("/{refund_id}/cancel", response_model=api.MessageOut)
+@router.post(
+    "/{refund_id}/cancel",
+    response_model=api.MessageOut,
+    responses=documented(*MESSAGE, "payout_already_sent"),
+)
 async def cancel(
     refund_id: str,
     body: api.CancelIn,
@@ -222,7 +284,19 @@ async def cancel(
     return await runs.update(refund_id, RefundWorkflow.cancel_refund, msg, actor=principal.name)
 
 
-@router.post("/{refund_id}/ops-actions", response_model=api.MessageOut)
+@router.post(
+    "/{refund_id}/ops-actions",
+    response_model=api.MessageOut,
+    responses=documented(
+        *MESSAGE,
+        "nothing_to_mark",
+        "payout_needs_repair",
+        "payout_outcome_unknown",
+        "destination_required",
+        "destination_incomplete",
+        "unknown_currency",
+    ),
+)
 async def ops_action(
     refund_id: str,
     body: api.OpsActionIn,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 
 from refundflow.api.deps import EngineDep, ReadSessionDep, RunsDep
 from refundflow.api.errors import ApiError
+from refundflow.api.problems import TEMPORAL, documented
 from refundflow.db.engine import session_scope
 from refundflow.db.repository import (
     get_payout,
@@ -32,7 +33,13 @@ def _gateway(request: Request, provider: str) -> Gateway:
     return gateway
 
 
-@router.post("/{provider}", status_code=202)
+@router.post(
+    "/{provider}",
+    status_code=202,
+    responses=documented(
+        *TEMPORAL, "body_too_large", "invalid_signature", "not_found", "webhook_mismatch"
+    ),
+)
 async def webhook(
     provider: str, request: Request, session: ReadSessionDep, engine: EngineDep, runs: RunsDep
 ) -> dict[str, str]:
