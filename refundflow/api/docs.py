@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from refundflow.api.problems import documented
 from refundflow.api.schemas import Problem
 
 ASSETS = "/docs/assets"
@@ -57,7 +58,25 @@ def install(app: FastAPI) -> None:
             schemas["Problem"] = Problem.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
+            _problems_for_validation(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problems_for_validation(document: dict[str, Any]) -> None:
+    """FastAPI documents its own 422 body (``HTTPValidationError``) on routes with parameters
+    that declare none; ours is a problem with the code ``validation_error``."""
+    ours = documented("validation_error")[422]
+    for operation in _operations(document):
+        response = operation["responses"].get("422")
+        if response and "HTTPValidationError" in str(response.get("content", {})):
+            operation["responses"]["422"] = ours
+    schemas = document["components"]["schemas"]
+    for fastapi_own in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(fastapi_own, None)
+
+
+def _operations(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [op for path in document["paths"].values() for op in path.values()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from refundflow.db.models import RefundRow
 from refundflow.domain.orders import OrderSnapshotBody, RefundRequestBody
@@ -27,7 +27,12 @@ from refundflow.domain.states import (
 from refundflow.workflows.client import workflow_id
 
 
-class ProblemError(BaseModel):
+class _Out(BaseModel):
+    # Field docstrings are the OpenAPI document's field descriptions.
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class ProblemError(_Out):
     """One failed check of a request's input."""
 
     loc: str
@@ -38,7 +43,7 @@ class ProblemError(BaseModel):
     """What is wrong, for people."""
 
 
-class Problem(BaseModel):
+class Problem(_Out):
     """An error (RFC 9457 problem details). Branch on ``code``: it never changes; ``title``
     and ``detail`` are for people and may."""
 
@@ -64,35 +69,54 @@ class OrderUpsert(OrderSnapshotBody):
     from the path."""
 
 
-class TenderPublic(BaseModel):
+class TenderPublic(_Out):
     payment_id: str
+    """The order's payment."""
     captured: int
+    """Captured. In minor units of the order currency."""
     reserved: int
+    """Held by refunds in progress. In minor units of the order currency."""
     refunded: int
+    """Paid back. In minor units of the order currency."""
 
 
-class OrderPublic(BaseModel):
+class OrderPublic(_Out):
     order: dict[str, Any]
+    """The stored snapshot, with its order and merchant ids."""
     tenders: list[TenderPublic]
+    """Per payment: what is captured, reserved by refunds in progress, and refunded."""
 
 
 class RefundCreate(RefundRequestBody):
     """A refund as the client asks for it; who asks is the API key's owner."""
 
 
-class RefundPublic(BaseModel):
+class RefundPublic(_Out):
     refund_id: str
+    """The refund's id, derived from the merchant and the Idempotency-Key."""
     workflow_id: str
+    """The refund's Temporal workflow id."""
     order_id: str
+    """The order refunded."""
     customer_id: str
+    """The order's customer."""
     status: str
+    """Where the refund is (RECEIVED, UNDER_REVIEW, AWAITING_APPROVAL, ..., COMPLETED, REJECTED,
+    CANCELLED)."""
     reason: str
+    """The request's reason."""
     currency: str
+    """The order's currency (ISO 4217)."""
     total: int
+    """What the refund pays. In minor units of the order currency."""
     requested_by: str
+    """The name of the API key that asked."""
     created_at: datetime
+    """When the refund was created."""
     updated_at: datetime
+    """When it last changed."""
     quote: Quote | None = None
+    """The quote, line by line (absent for a refund rejected before it had one)."""
     quote_fingerprint: str | None = None
     """What an approver's decision names, so it can only approve the amount they saw."""
     live: dict[str, Any] | None = None
@@ -119,9 +143,11 @@ class RefundPublic(BaseModel):
         )
 
 
-class RefundPage(BaseModel):
+class RefundPage(_Out):
     items: list[RefundPublic]
+    """Refunds, newest first."""
     next_cursor: str | None
+    """Pass as ``cursor`` for the next page; null on the last."""
 
 
 class DecisionIn(ApprovalDecisionBody):
@@ -152,7 +178,10 @@ class OpsActionIn(OpsActionBody):
     """An ops repair of a refund that needs attention; who acts is the API key's owner."""
 
 
-class MessageOut(BaseModel):
+class MessageOut(_Out):
     accepted: bool
+    """Whether the run accepted the message (a refusal answers a problem instead)."""
     status: str
+    """The refund's status the message led to."""
     detail: str = ""
+    """What the run did, in words."""

@@ -80,7 +80,7 @@ decimal string is refused."""
 
 
 class Money(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     amount: Minor
     currency: CurrencyCode
@@ -168,13 +168,18 @@ def apply_bps(amount: int, bps: int) -> int:
 class FxRate(BaseModel):
     """1 unit of ``base`` buys ``rate`` units of ``quote``; recorded with where it came from."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     base: CurrencyCode
+    """The currency bought from (ISO 4217)."""
     quote: CurrencyCode
+    """The currency bought (ISO 4217)."""
     rate: Decimal = Field(gt=0)
+    """Units of ``quote`` for one unit of ``base`` (a decimal, never a float)."""
     source: str = Field(min_length=1)
+    """Where the rate came from."""
     as_of: datetime
+    """When the rate was taken."""
 
 
 def convert(amount: int, rate: FxRate, *, from_currency: str) -> int:

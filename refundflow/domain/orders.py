@@ -21,7 +21,7 @@ from refundflow.domain.money import MAX_MINOR, CurrencyCode, Minor, allocate
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class OrderStatus(StrEnum):
@@ -74,8 +74,11 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 class OrderLine(_Frozen):
     line_id: Id
+    """The line's id, unique in the order."""
     sku: Id
+    """The product's SKU."""
     quantity: Quantity
+    """Units bought, 1 to 1,000,000."""
     unit_price: Minor
     line_discount: Minor = 0
     """Discount on the whole line (all units), in minor units."""
@@ -103,7 +106,9 @@ class OrderDiscount(_Frozen):
     """An order-level discount or coupon, spread over lines in proportion to their net amount."""
 
     code: Id
+    """The coupon or promotion code."""
     kind: Literal["coupon", "discount"] = "coupon"
+    """A coupon or another discount."""
     amount: Minor
     line_ids: list[Id] | None = None
     """Lines it applies to; ``None`` means every line."""
@@ -111,6 +116,7 @@ class OrderDiscount(_Frozen):
 
 class OrderFee(_Frozen):
     kind: Id  # e.g. "payment_fee", "gift_wrap", "cod_fee"
+    """What the fee is for (payment_fee, gift_wrap, cod_fee, ...)."""
     amount: Minor
 
 
@@ -118,18 +124,27 @@ class Payment(_Frozen):
     """One tender: a single capture by one method. An order may have several."""
 
     payment_id: Id
+    """The payment's id, unique in the order."""
     method: PaymentMethod
+    """The payment method, which is the refund's route."""
     provider_txn_id: Id
+    """The provider's transaction id of the capture."""
     captured: Minor
     currency: CurrencyCode
+    """The capture's currency (ISO 4217)."""
     paid_at: datetime
+    """When the payment was captured (providers' refund windows count from it)."""
     payer_account_ref: str | None = None
+    """The payer's account at the provider, if known."""
 
 
 class PresaleInfo(_Frozen):
     supplier_ref: Id
+    """The supplier asked when cancelling a presale order."""
     expected_ship_date: date
+    """When the goods are expected to ship."""
     production_starts_on: date | None = None
+    """When production starts; a refund after it needs the supplier's word."""
 
 
 class OrderSnapshotBody(_Frozen):
@@ -137,18 +152,30 @@ class OrderSnapshotBody(_Frozen):
     order it is and its id (the API takes both from the key and the path)."""
 
     channel: Id  # own_store, tmall, jd, shopify, ...
+    """The sales channel (own_store, tmall, jd, shopify, ...)."""
     customer_id: Id
+    """The shop's id of the customer."""
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    """The order's country (ISO 3166-1 alpha-2); its holidays count business days."""
     currency: CurrencyCode
+    """The order's currency (ISO 4217); every amount of the order is in its minor units."""
     placed_at: datetime
+    """When the order was placed."""
     status: OrderStatus
+    """Where the order is in its life."""
     delivered_at: datetime | None = None
+    """When the goods were delivered, if they were."""
     presale: PresaleInfo | None = None
+    """For a presale order: the supplier and the shipping date."""
     lines: list[OrderLine] = Field(min_length=1)
+    """What was bought, at least one line."""
     discounts: list[OrderDiscount] = []
+    """Order-level discounts and coupons, spread over the lines they cover."""
     shipping_fee: Minor = 0
     fees: list[OrderFee] = []
+    """Fees charged on the order (refunded with the goods, by policy)."""
     payments: list[Payment] = Field(min_length=1)
+    """How the order was paid: one entry per tender (capture)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -254,15 +281,23 @@ class DestinationKind(StrEnum):
 
 class BankAccount(_Frozen):
     holder_name: Annotated[str, Field(min_length=1, max_length=200)]
+    """The account holder's name, as the bank has it."""
     account_number: Annotated[str, Field(min_length=4, max_length=64)]
+    """The account number or IBAN."""
     bank_name: Annotated[str, Field(min_length=1, max_length=200)]
+    """The bank's name."""
     bank_code: Annotated[str, Field(min_length=1, max_length=64)]  # SWIFT/BIC or CNAPS code
+    """The bank's SWIFT/BIC or CNAPS code."""
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    """The bank's country (ISO 3166-1 alpha-2)."""
     currency: CurrencyCode
+    """The account's currency (ISO 4217)."""
 
 
 class Destination(_Frozen):
     kind: DestinationKind = DestinationKind.ORIGINAL
+    """Where the money goes: ORIGINAL (back to the tenders paid with), BALANCE (the store balance)
+    or BANK_TRANSFER (to ``bank_account``)."""
     bank_account: BankAccount | None = None
     """Where BANK_TRANSFER pays; with ORIGINAL, the account a policy fallback to bank
     transfer may use if the original route fails for good."""
@@ -286,13 +321,18 @@ Locale = Literal["zh-CN", "en"]
 
 class CustomerContact(_Frozen):
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    """Where the customer's notices are emailed."""
     phone: Annotated[str, Field(pattern=r"^\+?[0-9 ()-]{5,20}$")] | None = None
+    """Where the customer's SMS notices go."""
     locale: Locale = "en"
+    """The language of the customer's notices."""
 
 
 class RefundItem(_Frozen):
     line_id: Id
+    """A line of the order."""
     quantity: Quantity
+    """Units of the line to refund, 1 to 1,000,000."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -332,16 +372,23 @@ class RefundRequestBody(_Frozen):
     """A refund as the client asks for it; :class:`RefundRequest` adds who asks."""
 
     order_id: Id
+    """The order to refund."""
     items: list[RefundItem] = []
+    """The lines and units to refund (may be empty with a goodwill amount)."""
     goodwill_amount: Minor | None = None
     """A refund of an amount rather than of units (e.g. a price adjustment)."""
     currency: CurrencyCode | None = None
     """If given, must be the order's currency: a guard against a client's wrong assumption."""
     reason: RefundReason
+    """Why the customer wants a refund."""
     note: Annotated[str, Field(max_length=2000)] = ""
+    """Free text for the reviewers."""
     evidence: Evidence = []
+    """References to evidence (photo URLs, ticket ids): at most 20 of at most 2,000 characters."""
     destination: Destination = Destination()
+    """Where the money goes (the original tenders unless told otherwise)."""
     contact: CustomerContact = CustomerContact()
+    """Where the customer hears about the refund."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

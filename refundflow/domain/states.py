@@ -71,7 +71,7 @@ class PayoutStatus(StrEnum):
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 Actor = Annotated[str, Field(min_length=1, max_length=128)]
@@ -82,9 +82,11 @@ class ApprovalDecisionBody(_Msg):
     """A decision as the approver sends it; :class:`ApprovalDecision` adds who decided."""
 
     decision: Literal["APPROVE", "REJECT"]
+    """APPROVE pays the quote named by ``quote_fingerprint``; REJECT ends the refund."""
     quote_fingerprint: Annotated[str, Field(max_length=128)]
     """The quote the approver looked at; a decision on an older quote is refused."""
     comment: Note = ""
+    """The approver's reason, on the refund's timeline."""
 
 
 class ApprovalDecision(ApprovalDecisionBody):
@@ -93,18 +95,23 @@ class ApprovalDecision(ApprovalDecisionBody):
 
 class SupplierResponse(_Msg):
     supplier_ref: Actor
+    """The supplier who answered (1 to 128 characters)."""
     can_cancel: bool
+    """Whether the supplier can still cancel the order."""
     cancellation_fee: Minor = 0
     note: Note = ""
+    """The supplier's words, for the timeline."""
 
 
 class ReturnInspectionBody(_Msg):
     """An inspection as the warehouse sends it; :class:`ReturnInspection` adds who inspected."""
 
     condition: Literal["OK", "DAMAGED"] = "OK"
+    """The goods' condition on arrival."""
     deduction: Minor = 0
     """Taken off the refund for damage; a deduction sends the refund back for approval."""
     note: Note = ""
+    """The inspector's notes, for the timeline."""
 
 
 class ReturnInspection(ReturnInspectionBody):
@@ -113,18 +120,24 @@ class ReturnInspection(ReturnInspectionBody):
 
 class CustomerConfirmation(_Msg):
     confirmed: bool
+    """True accepts the amount; false declines it (the refund escalates to ops)."""
     note: Note = ""
+    """The customer's words, for the timeline."""
 
 
 class ReceiptReport(_Msg):
     received: bool
+    """True: the money arrived (the refund completes); false: it has not (trace references are
+    sent)."""
     note: Note = ""
+    """The customer's words, for the timeline."""
 
 
 class CancelRequestBody(_Msg):
     """A cancel as the client or ops sends it; :class:`CancelRequest` adds who asked."""
 
     reason: Note = ""
+    """Why the refund is cancelled, for the timeline."""
 
 
 class CancelRequest(CancelRequestBody):
@@ -138,11 +151,13 @@ class OpsActionBody(_Msg):
     """A repair as ops sends it; :class:`OpsAction` adds who acted."""
 
     action: OpsActionKind
+    """The repair: retry_payout, switch_destination, mark_settled, cancel or resume."""
     destination: Destination | None = None
     """For ``switch_destination``."""
     reference: Note = ""
     """For ``mark_settled``: the out-of-band payment reference."""
     note: Note = ""
+    """Ops' notes, for the timeline."""
 
 
 class OpsAction(OpsActionBody):
