@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
-from refundflow.api import docs, errors, metrics
+from refundflow.api import docs, errors, examples, metrics
 from refundflow.api.guard import RequestGuard
 from refundflow.api.problems import documented
 from refundflow.api.routers import admin, orders, refunds, webhooks
@@ -74,12 +74,14 @@ def create_app(
         app.include_router(router)
     docs.install(app)
 
-    @app.get("/healthz", tags=["health"], responses=documented())
+    @app.get("/healthz", tags=["health"], responses=documented(answer=(200, examples.HEALTH)))
     def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses=documented("not_ready"))
+    @app.get(
+        "/readyz", tags=["health"], responses=documented("not_ready", answer=(200, examples.READY))
+    )
     async def readyz() -> dict[str, str]:
         """The database and Temporal both answer."""
         checks = {"database": "ok", "temporal": "ok"}

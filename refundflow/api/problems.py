@@ -119,9 +119,12 @@ DOCUMENTED = "x-problem-codes"
 """The key, in a route's OpenAPI response, that lists the codes answered with that status."""
 
 
-def documented(*codes: str) -> dict[int | str, dict[str, Any]]:
+def documented(
+    *codes: str, answer: tuple[int, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route that can answer ``codes`` (and, like every route, 500):
-    one problem+json response per status, listing its codes, with one example per code."""
+    one problem+json response per status, listing its codes, with one example per code; and
+    ``answer``, the example of its success response (status, body)."""
     by_status: dict[int, list[ProblemCode]] = {}
     for code in dict.fromkeys([*codes, "internal_error"]):
         problem = PROBLEM_CODES[code]  # a KeyError here is an unregistered code
@@ -139,6 +142,9 @@ def documented(*codes: str) -> dict[int | str, dict[str, Any]]:
             },
             DOCUMENTED: [p.code for p in problems],
         }
+    if answer is not None:
+        status, example = answer
+        responses[status] = {"content": {"application/json": {"example": example}}}
     return responses
 
 

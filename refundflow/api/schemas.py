@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from refundflow.api import examples
+from refundflow.api.examples import schema_examples
 from refundflow.db.models import RefundRow
 from refundflow.domain.orders import OrderSnapshotBody, RefundRequestBody
 from refundflow.domain.quote import Quote
@@ -68,6 +70,8 @@ class OrderUpsert(OrderSnapshotBody):
     """An order snapshot as the shop sees it; the merchant comes from the API key, the order id
     from the path."""
 
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.ORDER))
+
 
 class TenderPublic(_Out):
     payment_id: str
@@ -89,6 +93,8 @@ class OrderPublic(_Out):
 
 class RefundCreate(RefundRequestBody):
     """A refund as the client asks for it; who asks is the API key's owner."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.REFUND))
 
 
 class RefundPublic(_Out):
@@ -153,29 +159,43 @@ class RefundPage(_Out):
 class DecisionIn(ApprovalDecisionBody):
     """An approver's decision on the quote they saw; the approver is the API key's owner."""
 
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.DECISION))
+
 
 class SupplierResponseIn(SupplierResponse):
     """The supplier's answer on cancelling a presale order in production."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.SUPPLIER_RESPONSE))
 
 
 class ReturnInspectionIn(ReturnInspectionBody):
     """The warehouse's inspection of returned goods; the inspector is the API key's owner."""
 
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.RETURN_INSPECTION))
+
 
 class CustomerConfirmationIn(CustomerConfirmation):
     """The customer's word on the amount of a large refund."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.CUSTOMER_CONFIRMATION))
 
 
 class ReceiptIn(ReceiptReport):
     """The customer's word on whether the money arrived."""
 
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.RECEIPT))
+
 
 class CancelIn(CancelRequestBody):
     """A cancel before any payout; who asks is the API key's owner."""
 
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.CANCEL))
+
 
 class OpsActionIn(OpsActionBody):
     """An ops repair of a refund that needs attention; who acts is the API key's owner."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(examples.OPS_ACTION))
 
 
 class MessageOut(_Out):

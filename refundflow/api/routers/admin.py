@@ -12,6 +12,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
+from refundflow.api import examples
 from refundflow.api.deps import Principal, ReadSessionDep, SessionDep, require
 from refundflow.api.errors import ApiError
 from refundflow.api.problems import AUTH, BODY, documented
@@ -23,7 +24,11 @@ from refundflow.domain.policy import DEFAULT_POLICY, Policy
 router = APIRouter(tags=["approvals", "policies", "reports"])
 
 
-@router.get("/v1/approvals", response_model=list[RefundPublic], responses=documented(*AUTH))
+@router.get(
+    "/v1/approvals",
+    response_model=list[RefundPublic],
+    responses=documented(*AUTH, answer=(200, [examples.REFUND_PUBLIC])),
+)
 def approval_inbox(
     session: ReadSessionDep, principal: Annotated[Principal, Depends(require("approver"))]
 ) -> list[RefundPublic]:
@@ -47,7 +52,10 @@ def _own(principal: Principal, merchant_id: str) -> None:
         raise ApiError(404, "not_found", f"no merchant {merchant_id}")
 
 
-@router.get("/v1/policies/{merchant_id}", responses=documented(*AUTH, "not_found"))
+@router.get(
+    "/v1/policies/{merchant_id}",
+    responses=documented(*AUTH, "not_found", answer=(200, examples.POLICY)),
+)
 def get_policy(
     merchant_id: str,
     session: SessionDep,
@@ -70,13 +78,14 @@ def get_policy(
         "invalid_threshold_order",
         "unknown_currency",
         "database_busy",
+        answer=(200, examples.POLICY),
     ),
 )
 def put_policy(
     merchant_id: str,
     session: SessionDep,
     principal: Annotated[Principal, Depends(require("admin"))],
-    document: Annotated[dict[str, Any], Body()],
+    document: Annotated[dict[str, Any], Body(examples=[examples.POLICY_CHANGE])],
 ) -> dict[str, Any]:
     """Save a new policy version; refunds record the version they were decided under."""
     _own(principal, merchant_id)
@@ -91,7 +100,7 @@ def put_policy(
 @router.get(
     "/v1/reports/refunds",
     response_model=None,
-    responses=documented(*AUTH, "validation_error"),
+    responses=documented(*AUTH, "validation_error", answer=(200, examples.REPORT)),
 )
 def report(
     session: ReadSessionDep,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from sqlmodel import Session
 
+from refundflow.api import examples
 from refundflow.api import schemas as api
 from refundflow.api.deps import Principal, ReadSessionDep, SessionDep, require
 from refundflow.api.errors import ApiError
@@ -45,6 +46,7 @@ def _public(session: Session, order: OrderSnapshot) -> api.OrderPublic:
         "unknown_payment",
         "currency_mismatch",
         "database_busy",
+        answer=(200, examples.ORDER_PUBLIC),
     ),
 )
 def put_order(
@@ -66,7 +68,11 @@ def put_order(
     return _public(session, order)
 
 
-@router.get("/{order_id}", response_model=api.OrderPublic, responses=documented(*AUTH, "not_found"))
+@router.get(
+    "/{order_id}",
+    response_model=api.OrderPublic,
+    responses=documented(*AUTH, "not_found", answer=(200, examples.ORDER_PUBLIC)),
+)
 def read_order(
     order_id: str,
     session: ReadSessionDep,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
 
+from refundflow.api import examples
 from refundflow.api import schemas as api
 from refundflow.api.deps import (
     EngineDep,
@@ -52,7 +53,7 @@ Reader = Annotated[Principal, Depends(require("client", "approver", "warehouse",
 @router.post(
     "/quote",
     response_model=Quote,
-    responses=documented(*AUTH, *BODY, *REQUEST_INPUT, *QUOTE),
+    responses=documented(*AUTH, *BODY, *REQUEST_INPUT, *QUOTE, answer=(200, examples.QUOTE)),
 )
 def quote_refund(body: api.RefundCreate, session: ReadSessionDep, principal: Client_) -> Quote:
     """What this refund would pay, line by line. Changes nothing."""
@@ -74,6 +75,7 @@ def quote_refund(body: api.RefundCreate, session: ReadSessionDep, principal: Cli
         "idempotency_key_reused",
         "idempotency_in_flight",
         "database_busy",
+        answer=(202, examples.REFUND_PUBLIC),
     ),
 )
 async def create_refund(
@@ -113,7 +115,9 @@ def _row(session: Session, principal: Principal, refund_id: str) -> RefundRow:
 
 
 @router.get(
-    "/{refund_id}", response_model=api.RefundPublic, responses=documented(*AUTH, "not_found")
+    "/{refund_id}",
+    response_model=api.RefundPublic,
+    responses=documented(*AUTH, "not_found", answer=(200, examples.REFUND_PUBLIC)),
 )
 async def get_refund(
     refund_id: str, session: ReadSessionDep, principal: Reader, runs: RunsDep
@@ -127,7 +131,9 @@ async def get_refund(
 @router.get(
     "",
     response_model=api.RefundPage,
-    responses=documented(*AUTH, "validation_error", "invalid_cursor"),
+    responses=documented(
+        *AUTH, "validation_error", "invalid_cursor", answer=(200, examples.REFUND_PAGE)
+    ),
 )
 def list_refunds(
     session: ReadSessionDep,
@@ -180,7 +186,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     "/{refund_id}/decisions",
     response_model=api.MessageOut,
     responses=documented(
-        *MESSAGE, "self_approval", "outdated_quote", "repeated_approver", "approval_conflict"
+        *MESSAGE,
+        "self_approval",
+        "outdated_quote",
+        "repeated_approver",
+        "approval_conflict",
+        answer=(200, examples.MESSAGE_OUT),
     ),
 )
 async def decide(
@@ -199,7 +210,9 @@ async def decide(
 @router.post(
     "/{refund_id}/supplier-response",
     response_model=api.MessageOut,
-    responses=documented(*MESSAGE, "negative_amount", "amount_too_large"),
+    responses=documented(
+        *MESSAGE, "negative_amount", "amount_too_large", answer=(200, examples.MESSAGE_OUT)
+    ),
 )
 async def supplier_response(
     refund_id: str,
@@ -217,7 +230,9 @@ async def supplier_response(
 @router.post(
     "/{refund_id}/return-inspection",
     response_model=api.MessageOut,
-    responses=documented(*MESSAGE, "negative_amount", "amount_too_large"),
+    responses=documented(
+        *MESSAGE, "negative_amount", "amount_too_large", answer=(200, examples.MESSAGE_OUT)
+    ),
 )
 async def return_inspection(
     refund_id: str,
@@ -235,7 +250,7 @@ async def return_inspection(
 @router.post(
     "/{refund_id}/customer-confirmation",
     response_model=api.MessageOut,
-    responses=documented(*MESSAGE),
+    responses=documented(*MESSAGE, answer=(200, examples.MESSAGE_OUT)),
 )
 async def customer_confirmation(
     refund_id: str,
@@ -252,7 +267,11 @@ async def customer_confirmation(
     )
 
 
-@router.post("/{refund_id}/receipt", response_model=api.MessageOut, responses=documented(*MESSAGE))
+@router.post(
+    "/{refund_id}/receipt",
+    response_model=api.MessageOut,
+    responses=documented(*MESSAGE, answer=(200, examples.MESSAGE_OUT)),
+)
 async def receipt(
     refund_id: str,
     body: api.ReceiptIn,
@@ -269,7 +288,7 @@ async def receipt(
 @router.post(
     "/{refund_id}/cancel",
     response_model=api.MessageOut,
-    responses=documented(*MESSAGE, "payout_already_sent"),
+    responses=documented(*MESSAGE, "payout_already_sent", answer=(200, examples.MESSAGE_OUT)),
 )
 async def cancel(
     refund_id: str,
@@ -295,6 +314,7 @@ async def cancel(
         "destination_required",
         "destination_incomplete",
         "unknown_currency",
+        answer=(200, examples.MESSAGE_OUT),
     ),
 )
 async def ops_action(

@@ -10,6 +10,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from refundflow.api import examples
 from refundflow.api.deps import EngineDep, ReadSessionDep, RunsDep
 from refundflow.api.errors import ApiError
 from refundflow.api.problems import TEMPORAL, documented
@@ -37,7 +38,12 @@ def _gateway(request: Request, provider: str) -> Gateway:
     "/{provider}",
     status_code=202,
     responses=documented(
-        *TEMPORAL, "body_too_large", "invalid_signature", "not_found", "webhook_mismatch"
+        *TEMPORAL,
+        "body_too_large",
+        "invalid_signature",
+        "not_found",
+        "webhook_mismatch",
+        answer=(202, examples.WEBHOOK),
     ),
 )
 async def webhook(
