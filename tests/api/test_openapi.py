@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from refundflow.api import examples, schemas
 from refundflow.api.problems import DOCUMENTED, PROBLEM_CODES
@@ -92,7 +93,7 @@ async def test_every_route_has_examples_and_documents_its_problems(api: Api) -> 
 
 
 async def test_the_request_examples_are_valid_requests() -> None:
-    for model, example in [
+    pairs: list[tuple[type[BaseModel], dict[str, Any]]] = [
         (schemas.OrderUpsert, examples.ORDER),
         (schemas.RefundCreate, examples.REFUND),
         (schemas.DecisionIn, examples.DECISION),
@@ -102,7 +103,8 @@ async def test_the_request_examples_are_valid_requests() -> None:
         (schemas.ReceiptIn, examples.RECEIPT),
         (schemas.CancelIn, examples.CANCEL),
         (schemas.OpsActionIn, examples.OPS_ACTION),
-    ]:
+    ]
+    for model, example in pairs:
         model.model_validate(example)
     schemas.RefundPublic.model_validate(examples.REFUND_PUBLIC)
     schemas.OrderPublic.model_validate(examples.ORDER_PUBLIC)
