@@ -81,25 +81,23 @@ AUTH = ("unauthorized", "forbidden")
 BODY = ("validation_error", "unknown_field", "body_too_large")
 TEMPORAL = ("temporal_unavailable", "temporal_error")
 MESSAGE = (*AUTH, *BODY, *TEMPORAL, "not_found", "wrong_state", "update_timeout")
-ORDER_INPUT = (
+_LINES_AND_AMOUNTS = (
     "negative_quantity",
     "quantity_too_large",
     "negative_amount",
     "amount_too_large",
     "unknown_currency",
     "duplicate_line",
+)
+ORDER_INPUT = (
+    *_LINES_AND_AMOUNTS,
     "duplicate_payment",
     "discount_exceeds_amount",
     "unknown_line",
     "invalid_order",
 )
 REQUEST_INPUT = (
-    "negative_quantity",
-    "quantity_too_large",
-    "negative_amount",
-    "amount_too_large",
-    "unknown_currency",
-    "duplicate_line",
+    *_LINES_AND_AMOUNTS,
     "empty_request",
     "evidence_too_large",
     "destination_incomplete",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +18,15 @@ from pydantic_core import PydanticCustomError
 
 from refundflow.domain.errors import InvalidInput
 from refundflow.domain.money import MAX_MINOR, CurrencyCode, Minor, allocate
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse(model: type[_Model], data: Any, *, what: str) -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput.from_validation(exc, what=what) from None
 
 
 class _Frozen(BaseModel):
@@ -255,10 +264,7 @@ class OrderSnapshot(OrderSnapshotBody):
     @classmethod
     def parse(cls, data: Any) -> OrderSnapshot:
         """Validate untrusted input, raising :class:`InvalidInput` with a stable code."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidInput.from_validation(exc, what="order") from None
+        return _parse(cls, data, what="order")
 
 
 class RefundReason(StrEnum):
@@ -406,10 +412,7 @@ class RefundRequest(RefundRequestBody):
     @classmethod
     def parse(cls, data: Any) -> RefundRequest:
         """Validate untrusted input, raising :class:`InvalidInput` with a stable code."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidInput.from_validation(exc, what="request") from None
+        return _parse(cls, data, what="request")
 
     def fingerprint(self) -> str:
         """What makes two requests 'the same' for duplicate detection: lines, amount, reason."""

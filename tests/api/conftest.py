@@ -163,11 +163,11 @@ async def serve_api(
                 merchant=merchant,
             )
         finally:
-            await _terminate_open_runs(env, engine)
+            await terminate_open_runs(env, engine)
     engine.dispose()
 
 
-async def _terminate_open_runs(env: WorkflowEnvironment, engine: Engine) -> None:
+async def terminate_open_runs(env: WorkflowEnvironment, engine: Engine) -> None:
     """A run left open by a failed test would stall the shared server's clock."""
     with session_scope(engine, readonly=True) as s:
         ids = {r for r in s.exec(select(IdempotencyKeyRow.refund_id)).all() if r}

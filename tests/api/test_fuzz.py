@@ -19,18 +19,14 @@ import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks
 from schemathesis.core.result import Ok
-from sqlmodel import select
-from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.api.app import create_app
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
-from refundflow.db.models import IdempotencyKeyRow
 from refundflow.db.repository import create_api_key, upsert_merchant
 from refundflow.settings import Settings
-from refundflow.workflows.client import workflow_id
+from tests.api.conftest import terminate_open_runs
 from tests.ports import free_port
 
 pytestmark = pytest.mark.fuzz
@@ -86,15 +82,7 @@ async def served(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Serv
     finally:
         server.should_exit = True
         thread.join(timeout=20)
-        with session_scope(engine, readonly=True) as s:
-            ids = {r for r in s.exec(select(IdempotencyKeyRow.refund_id)).all() if r}
-        for refund_id in ids:  # an open run would stall the shared server's clock
-            handle = env.client.get_workflow_handle(workflow_id(refund_id))
-            try:
-                if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-                    await handle.terminate("fuzz test finished")
-            except RPCError:
-                continue
+        await terminate_open_runs(env, engine)
         engine.dispose()
 
 
