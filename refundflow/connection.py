@@ -17,6 +17,7 @@ from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 
 from refundflow.settings import Settings
+from refundflow.tracing import client_interceptors
 
 LOCAL_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -61,6 +62,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
     options = connect_options(settings)
     if runtime is not None:
         options["runtime"] = runtime
+    options["interceptors"] = client_interceptors(settings)
     return await Client.connect(
         options.pop("target_host"), data_converter=pydantic_data_converter, **options
     )

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     container's stop grace period must be longer)."""
     metrics_port: int | None = None
     """Serve Prometheus metrics of the worker (SDK and business metrics) on this port."""
+    tracing: bool = False
+    """OpenTelemetry traces from the API and the worker (needs ``refundflow[otel]``; the
+    collector is configured by the standard ``OTEL_*`` variables)."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     query_timeout_seconds: float = 5.0

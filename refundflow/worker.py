@@ -32,6 +32,7 @@ from refundflow.deployment import deployment_config, watch_until_current
 from refundflow.logs import configure_logging
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings, describe_invalid, get_settings
+from refundflow.tracing import configure_exporter, instrument
 from refundflow.workflows.outbox import SCHEDULE_ID, OutboxSweepWorkflow, ensure_outbox_schedule
 from refundflow.workflows.refund import RefundWorkflow
 
@@ -58,6 +59,7 @@ PASSTHROUGH = (
     "holidays",
     "iso4217",
     "yaml",
+    "opentelemetry",
 )
 
 
@@ -126,8 +128,10 @@ async def run(settings: Settings | None = None) -> None:
     to finish, and what they leave Temporal hands to the next worker."""
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    configure_exporter(settings)
     client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
     activities = RefundActivities.from_settings(settings)
+    instrument(settings, engine=activities.engine)
     notify = NotifyActivities.from_config(activities.engine, NotifyConfig(**settings.notify))
     deployment = deployment_config(settings)
     worker = build_worker(

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
+from refundflow import tracing
 from refundflow.api import errors, metrics
 from refundflow.api.routers import admin, orders, refunds, webhooks
 from refundflow.connection import connect, describe_target
@@ -57,7 +58,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        app.state.engine = engine or make_engine(settings.resolved_database_url)
+        if own_engine:
+            app.state.engine = make_engine(settings.resolved_database_url)
+            tracing.instrument(settings, engine=app.state.engine)
         use_gateways(app, build_gateways(settings, app.state.engine))
         app.state.temporal = temporal
         connecting = None
@@ -79,11 +82,14 @@ def create_app(
     )
     app.state.settings = settings
     if engine is not None:  # tests wire their own parts; the lifespan makes the rest
+        tracing.instrument(settings, engine=engine)
         app.state.engine = engine
         app.state.temporal = temporal
         use_gateways(app, {})
     errors.install(app)
     metrics.install(app)
+    tracing.configure_exporter(settings)
+    tracing.instrument(settings, app=app)
     for router in (orders.router, refunds.router, admin.router, webhooks.router):
         app.include_router(router)
 
