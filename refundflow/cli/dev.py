@@ -30,6 +30,7 @@ from temporalio.client import Client
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
+from refundflow.connection import connect
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
@@ -37,7 +38,7 @@ from refundflow.gateways.registry import build_gateways
 from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings
-from refundflow.worker import build_worker, connect
+from refundflow.worker import build_worker
 from refundflow.workflows.search_attributes import dev_server_flags
 
 ADMIN_KEY_FILE = "admin.key"

@@ -64,6 +64,7 @@ async def served(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Serv
         task_queue=f"fuzz-{uuid.uuid4().hex[:8]}",  # no worker: runs start and wait
         temporal_address=env.client.service_client.config.target_host,
         strict_problem_codes=True,
+        sandbox=True,  # routes without a provider pay through the simulator
     )
     # The app connects to Temporal in its own lifespan, on the server thread's event loop.
     app = create_app(settings, engine=engine, temporal=None)
@@ -74,8 +75,8 @@ async def served(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Serv
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
+    while not server.started or app.state.temporal is None:  # it connects in the background
+        assert time.monotonic() < deadline, "the API did not start, or never reached Temporal"
         time.sleep(0.05)
     try:
         yield Served(url=f"http://127.0.0.1:{port}", token=token)
