@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from refundflow import logs
 from refundflow.api.errors import problem_body
 
 log = logging.getLogger("refundflow.api")
@@ -39,6 +40,8 @@ class RequestGuard:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        # Every log line of this request carries its id (refundflow.logs).
+        logs.request_id.set(request_id)
         started = False
 
         async def send_with_id(message: Message) -> None:
