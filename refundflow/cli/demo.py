@@ -12,8 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from refundflow.cli.dev import ADMIN_KEY_FILE
-from refundflow.cli.remote import Api, _die
+from refundflow.cli.remote import Api, dev_admin_key
 from refundflow.gateways.simulators.dev import never_settle
 from refundflow.workflows.client import refund_id_for
 
@@ -132,12 +131,7 @@ def scenarios() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
 
 
 def run_demo(api_url: str, key: str, data_dir: Path) -> None:
-    if not key:
-        path = data_dir / ADMIN_KEY_FILE
-        if not path.exists():
-            _die("missing_key", f"no --key and no {path}: is `refundflow dev` running?")
-        key = path.read_text().strip()
-    api = Api(api_url, key)
+    api = Api(api_url, dev_admin_key(key, data_dir))
     run = uuid.uuid4().hex[:6]
     started: list[tuple[str, str, str]] = []
     for name, what, order, request in scenarios():

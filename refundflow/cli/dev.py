@@ -30,6 +30,7 @@ from temporalio.client import Client
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
+from refundflow.cli.remote import ADMIN_KEY_FILE
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
@@ -39,8 +40,6 @@ from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings
 from refundflow.worker import build_worker, connect
 from refundflow.workflows.search_attributes import dev_server_flags
-
-ADMIN_KEY_FILE = "admin.key"
 
 
 @dataclass(frozen=True)

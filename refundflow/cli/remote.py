@@ -3,11 +3,13 @@ scoping and the workflow's own validation apply exactly as they do to the servic
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from refundflow.domain.money import format_minor
@@ -27,7 +29,17 @@ ApiKey = Annotated[
         help="Bearer API key (approver/ops/admin as the command needs).",
     ),
 ]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="REFUNDFLOW_DATA_DIR",
+        help="Without --key: the dev stack's data folder, whose admin.key is used.",
+    ),
+]
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Written by `refundflow dev`; read by the commands a developer runs beside it.
+ADMIN_KEY_FILE = "admin.key"
 
 refunds_app = typer.Typer(help="Read refunds.", no_args_is_help=True)
 ops_app = typer.Typer(help="Repair a refund's run (ops role).", no_args_is_help=True)
@@ -56,8 +68,25 @@ class Api:
 
 
 def _die(code: str, detail: str) -> NoReturn:
-    err_console.print(f"[red]error[/red] [bold]{code}[/bold]: {detail}")
+    # One line whatever the terminal's width, and the server's words printed as they are.
+    err_console.print(
+        f"[red]error[/red] [bold]{escape(code)}[/bold]: {escape(detail)}", soft_wrap=True
+    )
     raise typer.Exit(code=2)
+
+
+def dev_admin_key(key: str, data_dir: Path) -> str:
+    """``key`` when given, else the dev stack's admin key from ``data_dir``."""
+    if key:
+        return key
+    path = data_dir / ADMIN_KEY_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        _die(
+            "missing_key",
+            f"no --key, no REFUNDFLOW_API_KEY and no {path} (written by `refundflow dev`)",
+        )
 
 
 def _money(refund: dict[str, Any]) -> str:
@@ -71,10 +100,11 @@ def refunds_list(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     api_url: ApiUrl = DEFAULT_URL,
     key: ApiKey = "",
+    data_dir: DataDir = Path("data"),
 ) -> None:
     """Refunds of your merchant, newest first."""
     params = {k: v for k, v in {"status": status, "order_id": order_id}.items() if v}
-    api, cursor = Api(api_url, key), None
+    api, cursor = Api(api_url, dev_admin_key(key, data_dir)), None
     rows: list[dict[str, Any]] = []
     while len(rows) < limit:
         page = api.call(
@@ -95,9 +125,14 @@ def refunds_list(
 
 
 @refunds_app.command("show")
-def refunds_show(refund_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = "") -> None:
+def refunds_show(
+    refund_id: str,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = "",
+    data_dir: DataDir = Path("data"),
+) -> None:
     """One refund: status, amount, approvals, payouts and its timeline."""
-    r = Api(api_url, key).call("GET", f"/v1/refunds/{refund_id}")
+    r = Api(api_url, dev_admin_key(key, data_dir)).call("GET", f"/v1/refunds/{refund_id}")
     console.print(f"[bold]{r['refund_id']}[/bold]  order {r['order_id']}  [bold]{r['status']}[/]")
     console.print(f"amount {_money(r)}  reason {r['reason']}  workflow {r['workflow_id']}")
     live = r.get("live") or {}
@@ -134,7 +169,12 @@ def _decide(refund_id: str, decision: str, comment: str, api_url: str, key: str)
         "comment": comment,
     }
     out = api.call("POST", f"/v1/refunds/{refund_id}/decisions", json=body)
-    console.print(f"{decision.lower()}d {refund_id} ({_money(refund)}): {out}")
+    verb = "approved" if decision == "APPROVE" else "rejected"
+    # An approval says how many the refund has of those it needs ("1/2 approvals").
+    counted = f" ({out['detail']})" if decision == "APPROVE" and out.get("detail") else ""
+    console.print(
+        f"{verb} {refund_id}: status {out['status']}{counted}", markup=False, soft_wrap=True
+    )
 
 
 def approve(
