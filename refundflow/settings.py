@@ -6,8 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError, model_validator
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refundflow.crypto import Keyring, MissingKey, read_keyring_file
+
+KEYRING_FILE = "encryption.keys"
 
 
 class Settings(BaseSettings):
@@ -36,6 +40,13 @@ class Settings(BaseSettings):
     """Notification channels (``refundflow.notify.config.NotifyConfig``), e.g.
     ``REFUNDFLOW_NOTIFY='{"smtp_host": "mail.example.com", "smtp_port": 587, "smtp_starttls":
     true, "mail_from": "refunds@example.com"}'``. Email and SMS are off until configured."""
+
+    encryption_keys: SecretStr | None = None
+    """The keys that seal secrets at rest (merchants' webhook secrets):
+    ``<key id>:<base64 of 32 bytes>`` entries, comma-separated, the current key first."""
+    encryption_keys_file: Path | None = None
+    """The same keys in a file only its owner can read, one per line; by default
+    ``<data_dir>/encryption.keys`` (which ``refundflow dev`` writes)."""
 
     build_id: str | None = None
     """This worker's build (e.g. the git commit or image tag). Set, it turns Worker Versioning on:
@@ -69,6 +80,22 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'refundflow.db'}"
+
+    def keyring(self) -> Keyring:
+        """The encryption keys, or :class:`MissingKey` saying where they were looked for."""
+        if self.encryption_keys is not None:
+            return Keyring.parse(
+                self.encryption_keys.get_secret_value(), source="REFUNDFLOW_ENCRYPTION_KEYS"
+            )
+        path = self.encryption_keys_file or self.data_dir / KEYRING_FILE
+        try:
+            return read_keyring_file(path)
+        except MissingKey:
+            raise MissingKey(
+                f"no encryption keys: set REFUNDFLOW_ENCRYPTION_KEYS or"
+                f" REFUNDFLOW_ENCRYPTION_KEYS_FILE (nothing at {path});"
+                " `refundflow secrets new-key` makes a key"
+            ) from None
 
 
 @lru_cache(maxsize=1)

@@ -11,12 +11,14 @@ only once its build is the deployment's current version.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker, WorkerDeploymentConfig
@@ -25,10 +27,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from refundflow.activities.decisions import all_decisions
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
+from refundflow.crypto import Keyring, KeyringError
+from refundflow.db.engine import session_scope
+from refundflow.db.repository import reseal_webhook_secrets
 from refundflow.deployment import deployment_config, watch_until_current
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings, describe_invalid, get_settings
 from refundflow.workflows.refund import RefundWorkflow
+
+log = logging.getLogger(__name__)
 
 # What a worker runs, and so what `refundflow replay` checks histories against.
 WORKFLOWS: Sequence[type] = (RefundWorkflow,)
@@ -97,11 +104,26 @@ def build_worker(
     )
 
 
+def open_keyring(settings: Settings, engine: Engine) -> Keyring:
+    """The encryption keys (:class:`refundflow.crypto.KeyringError` without usable ones), with
+    every merchant webhook secret sealed under the current key: plaintext ones from before
+    secrets were sealed, and those of a key being rotated out."""
+    keyring = settings.keyring()
+    with session_scope(engine) as session:
+        resealed = reseal_webhook_secrets(session, keyring=keyring)
+    if resealed:
+        log.info("sealed %d merchant webhook secret(s) with key %s", resealed, keyring.current)
+    return keyring
+
+
 async def run(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    client = await connect(settings)
     activities = RefundActivities.from_settings(settings)
-    notify = NotifyActivities.from_config(activities.engine, NotifyConfig(**settings.notify))
+    keyring = open_keyring(settings, activities.engine)
+    client = await connect(settings)
+    notify = NotifyActivities.from_config(
+        activities.engine, NotifyConfig(**settings.notify), keyring=keyring
+    )
     deployment = deployment_config(settings)
     worker = build_worker(
         client,
@@ -131,7 +153,10 @@ def main() -> None:
         settings = get_settings()
     except ValidationError as exc:
         raise SystemExit(f"refundflow worker: invalid settings: {describe_invalid(exc)}") from None
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except KeyringError as exc:
+        raise SystemExit(f"refundflow worker: {exc.code}: {exc.message}") from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from refundflow.activities.contracts import DeliverInput, DeliverResult
+from refundflow.crypto import Keyring
 from refundflow.notify.config import NotifyConfig, build_dispatcher
 from refundflow.notify.dispatcher import NotificationDispatcher
 
@@ -30,8 +31,10 @@ class NotifyActivities:
         self.dispatcher = dispatcher
 
     @classmethod
-    def from_config(cls, engine: Engine, config: NotifyConfig) -> NotifyActivities:
-        return cls(build_dispatcher(engine, config))
+    def from_config(
+        cls, engine: Engine, config: NotifyConfig, *, keyring: Keyring | None = None
+    ) -> NotifyActivities:
+        return cls(build_dispatcher(engine, config, keyring=keyring))
 
     async def aclose(self) -> None:
         await self.dispatcher.aclose()

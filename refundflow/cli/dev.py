@@ -31,14 +31,15 @@ from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
 from refundflow.cli.remote import ADMIN_KEY_FILE
+from refundflow.crypto import create_keyring_file
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
 from refundflow.gateways.registry import build_gateways
 from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import Settings
-from refundflow.worker import build_worker, connect
+from refundflow.settings import KEYRING_FILE, Settings
+from refundflow.worker import build_worker, connect, open_keyring
 from refundflow.workflows.search_attributes import dev_server_flags
 
 
@@ -127,6 +128,8 @@ class DevStack:
 
     async def run(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.data_dir / KEYRING_FILE).exists():
+            create_keyring_file(self.data_dir / KEYRING_FILE, key_id="dev-1")
         upgrade(self.settings.resolved_database_url)
         engine = make_engine(self.settings.resolved_database_url)
         temporal = await self._start_temporal()
@@ -156,7 +159,10 @@ class DevStack:
         settings = self.settings.model_copy(update={"providers": providers.configs})
         gateways = build_gateways(settings, engine)
         activities = RefundActivities(engine, gateways)
-        notify = NotifyActivities.from_config(engine, NotifyConfig(**settings.notify))
+        keyring = open_keyring(settings, engine)
+        notify = NotifyActivities.from_config(
+            engine, NotifyConfig(**settings.notify), keyring=keyring
+        )
         worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
         app = create_app(settings, engine=engine, temporal=client)
         use_gateways(app, gateways)

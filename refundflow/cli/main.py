@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from refundflow.cli import deploy, remote
+from refundflow.cli.output import console, err_console, say_error
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import format_minor, to_major
@@ -27,10 +27,12 @@ keys_app = typer.Typer(help="API keys (run where the database is).", no_args_is_
 merchants_app = typer.Typer(
     help="Merchant settings (run where the database is).", no_args_is_help=True
 )
+secrets_app = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(merchants_app, name="merchants")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(remote.refunds_app, name="refunds")
 app.add_typer(remote.ops_app, name="ops")
 app.add_typer(deploy.deploy_app, name="deploy")
@@ -38,12 +40,9 @@ app.command()(deploy.replay)
 app.command()(remote.approve)
 app.command()(remote.reject)
 
-console = Console()
-err_console = Console(stderr=True)
-
 
 def _fail(exc: DomainError) -> typer.Exit:
-    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+    say_error(exc.code, exc.message)
     return typer.Exit(code=2)
 
 
@@ -124,27 +123,50 @@ def merchants_webhook(
     ],
 ) -> None:
     """Send the merchant every refund event, signed (header Refundflow-Signature: t=..,v1=..,
-    HMAC-SHA256 over "{t}.{body}"). Prints the signing secret."""
+    HMAC-SHA256 over "{t}.{body}"). Prints the signing secret; the database keeps it sealed
+    with the encryption keys (REFUNDFLOW_ENCRYPTION_KEYS or REFUNDFLOW_ENCRYPTION_KEYS_FILE)."""
+    from refundflow.crypto import KeyringError
     from refundflow.db.engine import make_engine, session_scope
     from refundflow.db.repository import set_merchant_webhook
     from refundflow.settings import get_settings
 
-    engine = make_engine(get_settings().resolved_database_url)
+    settings = get_settings()
+    try:
+        keyring = settings.keyring()
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
+    engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(engine) as session:
-            row = set_merchant_webhook(
-                session, merchant_id=merchant, url=None if url == "off" else url
+            hook = set_merchant_webhook(
+                session, merchant_id=merchant, url=None if url == "off" else url, keyring=keyring
             )
-            secret = row.webhook_secret
-    except DomainError as exc:
-        raise _fail(exc) from None
+    except (DomainError, KeyringError) as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
     finally:
         engine.dispose()
-    if secret:
+    if hook is not None:
         err_console.print(f"merchant {merchant}: events go to {url}; signing secret:")
-        console.print(secret)
+        console.print(hook.secret, markup=False)
     else:
         err_console.print(f"merchant {merchant}: webhook off")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key(
+    key_id: Annotated[
+        str, typer.Option(help="Its id, stored with every value it seals (e.g. the date).")
+    ],
+) -> None:
+    """Print a new encryption key entry, '<key id>:<base64 key>'. Put it first in
+    REFUNDFLOW_ENCRYPTION_KEYS (comma-separated) or the keys file, keeping the older keys after
+    it: workers seal every secret again with it when they start."""
+    from refundflow.crypto import KeyringError, new_key_entry
+
+    try:
+        console.print(new_key_entry(key_id), markup=False)
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
 
 
 @app.command()
@@ -194,9 +216,13 @@ def worker() -> None:
     promote` has made its build current."""
     import asyncio
 
+    from refundflow.crypto import KeyringError
     from refundflow.worker import run
 
-    asyncio.run(run(deploy.settings_or_exit()))
+    try:
+        asyncio.run(run(deploy.settings_or_exit()))
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
 
 
 @app.command()

@@ -4,18 +4,14 @@ scoping and the workflow's own validation apply exactly as they do to the servic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from refundflow.cli.output import console, die
 from refundflow.domain.money import format_minor
-
-console = Console()
-err_console = Console(stderr=True)
 
 ApiUrl = Annotated[
     str,
@@ -48,7 +44,7 @@ ops_app = typer.Typer(help="Repair a refund's run (ops role).", no_args_is_help=
 class Api:
     def __init__(self, url: str, key: str) -> None:
         if not key:
-            _die("missing_key", "pass --key or set REFUNDFLOW_API_KEY")
+            die("missing_key", "pass --key or set REFUNDFLOW_API_KEY")
         self.client = httpx.Client(
             base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=30.0
         )
@@ -57,22 +53,14 @@ class Api:
         try:
             response = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            _die("unreachable", f"{self.client.base_url}: {exc}")
+            die("unreachable", f"{self.client.base_url}: {exc}")
         if response.is_success:
             return response.json()
         try:
             problem = response.json()
         except ValueError:
             problem = {"code": str(response.status_code), "detail": response.text}
-        _die(str(problem.get("code", response.status_code)), str(problem.get("detail", "")))
-
-
-def _die(code: str, detail: str) -> NoReturn:
-    # One line whatever the terminal's width, and the server's words printed as they are.
-    err_console.print(
-        f"[red]error[/red] [bold]{escape(code)}[/bold]: {escape(detail)}", soft_wrap=True
-    )
-    raise typer.Exit(code=2)
+        die(str(problem.get("code", response.status_code)), str(problem.get("detail", "")))
 
 
 def dev_admin_key(key: str, data_dir: Path) -> str:
@@ -83,7 +71,7 @@ def dev_admin_key(key: str, data_dir: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        _die(
+        die(
             "missing_key",
             f"no --key, no REFUNDFLOW_API_KEY and no {path} (written by `refundflow dev`)",
         )
@@ -161,7 +149,7 @@ def _decide(refund_id: str, decision: str, comment: str, api_url: str, key: str)
     api = Api(api_url, key)
     refund = api.call("GET", f"/v1/refunds/{refund_id}")
     if not refund.get("quote_fingerprint"):
-        _die("no_quote", f"refund {refund_id} has no quote to decide on")
+        die("no_quote", f"refund {refund_id} has no quote to decide on")
     # The fingerprint ties the decision to the amount the approver saw.
     body = {
         "decision": decision,
