@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -37,14 +38,8 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def start(self) -> None:
-        args = [
-            *(str(BIN / "refundflow"), "dev", "--data-dir", str(self.data_dir)),
-            *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
-            *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
-            *("--smtp-port", str(self.smtp_port)),
-        ]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
@@ -55,6 +50,20 @@ class Stack:
                 pass
             time.sleep(0.3)
         raise AssertionError(f"the dev stack did not get ready:\n{self.log.read_text()}")
+
+    def args(self) -> list[str]:
+        return [
+            *(str(BIN / "refundflow"), "dev", "--data-dir", str(self.data_dir)),
+            *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
+            *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
+            *("--smtp-port", str(self.smtp_port)),
+        ]
+
+    def refused(self) -> subprocess.CompletedProcess[str]:
+        """A start expected to stop at once: its exit status and everything it printed."""
+        return subprocess.run(
+            self.args(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60
+        )
 
     def stop(self) -> int:
         assert self.process is not None
@@ -89,6 +98,20 @@ class Stack:
         return found
 
 
+def temporal_servers(data_dir: Path) -> list[int]:
+    """Pids of Temporal dev servers running on ``data_dir``'s database (Linux /proc)."""
+    database = str(data_dir / "temporal.db").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"start-dev" in args and database in args:
+            found.append(int(entry.name))
+    return found
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path / "data")
@@ -98,6 +121,24 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         if s.process is not None and s.process.poll() is None:
             # Ctrl-C first: a killed stack would leave its Temporal server running.
             s.stop()
+        for pid in temporal_servers(s.data_dir):  # left by a test that failed half-way
+            os.kill(pid, signal.SIGKILL)
+
+
+def assert_private(data_dir: Path) -> None:
+    """Folders 0700 and files 0600, everything under ``data_dir`` included."""
+    loose = {}
+    for path in [data_dir, *data_dir.rglob("*")]:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:  # a SQLite journal that came and went meanwhile
+            continue
+        wanted = 0o700 if stat.S_ISDIR(mode) else 0o600
+        if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) != wanted:
+            loose[str(path.relative_to(data_dir))] = oct(stat.S_IMODE(mode))
+    assert loose == {}
+    names = {p.name for p in data_dir.rglob("*")}
+    assert {"refundflow.db", "temporal.db", "admin.key", "encryption.keys", "ledger.db"} <= names
 
 
 def _client(stack: Stack, key: str) -> httpx.Client:
@@ -185,6 +226,11 @@ def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack)
         # The customer's notices went through the dev mail server into the mail folder.
         mails = sorted((stack.data_dir / "mail").glob("*.eml"))
         assert mails and all(b"Subject:" in m.read_bytes() for m in mails)
+        # Keys, the customers' mail, ledgers and both databases are the user's alone, and
+        # the admin key is never printed (its file is named instead).
+        assert_private(stack.data_dir)
+        assert admin not in stack.log.read_text()
+        assert f"Admin key     {stack.data_dir / 'admin.key'}" in stack.log.read_text()
         waiting = _start_refund(http, "smoke-2", "wechat", 99900)
         _wait_status(http, waiting, "AWAITING_APPROVAL")
 
