@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from refundflow.domain.money import CurrencyCode, Minor
+from refundflow.domain.money import CurrencyCode, FxRate, Minor
 from refundflow.domain.orders import (
     CustomerContact,
     Destination,
@@ -72,6 +72,9 @@ class RefundCreate(_In):
     evidence: list[Annotated[str, Field(max_length=2000)]] = []
     destination: Destination = Destination()
     contact: CustomerContact = CustomerContact()
+    fx_rate: FxRate | None = None
+    """The rate a payout in another currency than the order's (a bank account in another
+    currency) is converted at, with its source (the policy's ``fx_rate_source``) and time."""
 
 
 class RefundPublic(BaseModel):

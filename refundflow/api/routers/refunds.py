@@ -36,6 +36,7 @@ from refundflow.db.repository import (
     release_idempotency_key,
 )
 from refundflow.domain.calculation import compute_quote
+from refundflow.domain.money import FxRate
 from refundflow.domain.orders import OrderSnapshot, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY
 from refundflow.domain.quote import Quote
@@ -66,20 +67,25 @@ def _order(session: Session, principal: Principal, order_id: str) -> OrderSnapsh
 
 
 def _request(body: api.RefundCreate, principal: Principal) -> RefundRequest:
-    return RefundRequest.parse({**body.model_dump(mode="json"), "requested_by": principal.name})
+    fields = body.model_dump(mode="json", exclude={"fx_rate"})
+    return RefundRequest.parse({**fields, "requested_by": principal.name})
 
 
-def _quote(session: Session, principal: Principal, request: RefundRequest) -> Quote:
+def _quote(
+    session: Session, principal: Principal, request: RefundRequest, fx_rate: FxRate | None
+) -> Quote:
     order = _order(session, principal, request.order_id)
     policy = latest_policy(session, merchant_id=principal.merchant_id) or DEFAULT_POLICY
     priors = prior_refunds(session, merchant_id=principal.merchant_id, order_id=order.order_id)
-    return compute_quote(order=order, request=request, policy=policy, prior_refunds=priors)
+    return compute_quote(
+        order=order, request=request, policy=policy, prior_refunds=priors, fx_rate=fx_rate
+    )
 
 
 @router.post("/quote", response_model=Quote)
 def quote_refund(body: api.RefundCreate, session: ReadSessionDep, principal: Client_) -> Quote:
     """What this refund would pay, line by line. Changes nothing."""
-    return _quote(session, principal, _request(body, principal))
+    return _quote(session, principal, _request(body, principal), body.fx_rate)
 
 
 @router.post("", status_code=202, response_model=api.RefundPublic)
@@ -96,9 +102,11 @@ async def create_refund(
     if not idempotency_key or len(idempotency_key) > 200:
         raise ApiError(400, "idempotency_key_required", "send an Idempotency-Key header")
     request = _request(body, principal)
-    quote = _quote(session, principal, request)  # bad input fails here, before anything
+    quote = _quote(session, principal, request, body.fx_rate)  # bad input fails here, first
     order = _order(session, principal, request.order_id)
-    digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    # A request without a rate hashes as it always has; with one, the rate is part of it.
+    rate = body.fx_rate.model_dump_json() if body.fx_rate else ""
+    digest = hashlib.sha256((request.model_dump_json() + rate).encode()).hexdigest()
     claim = claim_idempotency_key(
         session, merchant_id=principal.merchant_id, key=idempotency_key, request_hash=digest
     )
@@ -115,6 +123,7 @@ async def create_refund(
         merchant_id=principal.merchant_id,
         order_id=order.order_id,
         request=request,
+        fx_rate=body.fx_rate,
     )
     try:
         await start_refund(
