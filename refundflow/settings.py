@@ -6,12 +6,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refundflow.crypto import Keyring, MissingKey, read_keyring_file
 
 KEYRING_FILE = "encryption.keys"
+
+
+class DevOnlySetting(Exception):
+    """A setting meant for ``refundflow dev`` reached another process."""
+
+    code = "dev_only_setting"
 
 
 class Settings(BaseSettings):
@@ -48,6 +54,10 @@ class Settings(BaseSettings):
     """The same keys in a file only its owner can read, one per line; by default
     ``<data_dir>/encryption.keys`` (which ``refundflow dev`` writes)."""
 
+    dev_business_day_seconds: int | None = Field(default=None, ge=1)
+    """``refundflow dev`` only: a business day of arrival windows lasts this many seconds, so a
+    delayed refund's notice comes within minutes. Every other process refuses it."""
+
     build_id: str | None = None
     """This worker's build (e.g. the git commit or image tag). Set, it turns Worker Versioning on:
     the worker polls as version ``<deployment_name>.<build_id>`` and gets work only once that
@@ -80,6 +90,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'refundflow.db'}"
+
+    def refuse_dev_only(self) -> None:
+        """:class:`DevOnlySetting` when a dev-stack setting is set (workers call this)."""
+        if self.dev_business_day_seconds is not None:
+            raise DevOnlySetting(
+                "REFUNDFLOW_DEV_BUSINESS_DAY_SECONDS is for `refundflow dev` only (it shortens"
+                " every refund's arrival window); unset it"
+            )
 
     def keyring(self) -> Keyring:
         """The encryption keys, or :class:`MissingKey` saying where they were looked for."""

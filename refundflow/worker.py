@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -32,7 +33,7 @@ from refundflow.db.engine import session_scope
 from refundflow.db.repository import reseal_webhook_secrets
 from refundflow.deployment import deployment_config, watch_until_current
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import Settings, describe_invalid, get_settings
+from refundflow.settings import DevOnlySetting, Settings, describe_invalid, get_settings
 from refundflow.workflows.refund import RefundWorkflow
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,18 @@ def build_worker(
     notify: NotifyActivities | None = None,
     max_threads: int = 8,
     deployment: WorkerDeploymentConfig | None = None,
+    decisions: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
     """``notify`` delivers the outbox; without it, only merchant webhooks (configured per
     merchant in the database) go out, which is what tests without mail servers want.
-    ``deployment`` makes it a versioned worker (``refundflow.deployment.deployment_config``)."""
+    ``deployment`` makes it a versioned worker (``refundflow.deployment.deployment_config``).
+    ``decisions`` replaces the decision activities (the dev stack's fast follow-up)."""
     notify = notify or NotifyActivities.from_config(activities.engine, NotifyConfig())
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[*activities.all(), *notify.all(), *all_decisions()],
+        activities=[*activities.all(), *notify.all(), *(decisions or all_decisions())],
         # Database activities are plain functions; they run on this pool.
         activity_executor=ThreadPoolExecutor(max_workers=max_threads),
         workflow_runner=workflow_runner(),
@@ -118,6 +121,7 @@ def open_keyring(settings: Settings, engine: Engine) -> Keyring:
 
 async def run(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
+    settings.refuse_dev_only()
     activities = RefundActivities.from_settings(settings)
     keyring = open_keyring(settings, activities.engine)
     client = await connect(settings)
@@ -155,8 +159,8 @@ def main() -> None:
         raise SystemExit(f"refundflow worker: invalid settings: {describe_invalid(exc)}") from None
     try:
         asyncio.run(run(settings))
-    except KeyringError as exc:
-        raise SystemExit(f"refundflow worker: {exc.code}: {exc.message}") from None
+    except (KeyringError, DevOnlySetting) as exc:
+        raise SystemExit(f"refundflow worker: {exc.code}: {exc}") from None
 
 
 if __name__ == "__main__":

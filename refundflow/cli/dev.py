@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from temporalio.client import Client
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
+from refundflow.cli.dev_clock import fast_decisions
 from refundflow.cli.dev_guards import (
     DevStackRefused,
     PortUse,
@@ -126,9 +128,11 @@ class DevStack:
         ports: DevPorts = DevPorts(),
         host: str = "127.0.0.1",
         merchant: str = "demo",
+        business_day: timedelta | None = None,
         console: Console | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self.business_day = business_day
         self.ports = ports
         self.host = host
         self.merchant = merchant
@@ -140,6 +144,7 @@ class DevStack:
             # The data folder's own keys, whatever the shell exports.
             encryption_keys=None,
             encryption_keys_file=self.data_dir / KEYRING_FILE,
+            dev_business_day_seconds=int(business_day.total_seconds()) if business_day else None,
             notify={
                 "smtp_host": host,
                 "smtp_port": ports.smtp,
@@ -209,7 +214,13 @@ class DevStack:
         notify = NotifyActivities.from_config(
             engine, NotifyConfig(**settings.notify), keyring=keyring
         )
-        worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
+        worker = build_worker(
+            client,
+            activities,
+            task_queue=settings.task_queue,
+            notify=notify,
+            decisions=fast_decisions(self.business_day) if self.business_day else None,
+        )
         app = create_app(settings, engine=engine, temporal=client)
         use_gateways(app, gateways)
         config = uvicorn.Config(
@@ -279,6 +290,11 @@ class DevStack:
             " (Alipay, WeChat Pay, Stripe, PayPal, bank)",
             f"Mail          smtp://{self.host}:{self.ports.smtp} -> {self.data_dir / 'mail'}",
             f"Data          {self.data_dir} (yours only: keys, customers' mail, ledgers)",
+            *(
+                [f"Follow-up     a business day lasts {self.business_day} (dev only)"]
+                if self.business_day
+                else []
+            ),
             "",
             # The key is a secret and the file is private: a terminal's scrollback is not.
             f"Admin key     {key_file} ({'new' if new else 'reused'}, merchant {self.merchant!r})",
@@ -306,12 +322,21 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-def run_dev(data_dir: Path, ports: DevPorts, host: str, merchant: str) -> None:
+def run_dev(
+    data_dir: Path,
+    ports: DevPorts,
+    host: str,
+    merchant: str,
+    *,
+    business_day: timedelta | None = None,
+) -> None:
     # Every file the stack and its Temporal server create is the user's alone.
     os.umask(0o077)
 
     async def main() -> None:
-        stack = DevStack(data_dir, ports=ports, host=host, merchant=merchant)
+        stack = DevStack(
+            data_dir, ports=ports, host=host, merchant=merchant, business_day=business_day
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stack.stop)

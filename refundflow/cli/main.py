@@ -179,14 +179,26 @@ def dev(
     sim_port: Annotated[int, typer.Option(help="Provider simulators port.")] = 8090,
     smtp_port: Annotated[int, typer.Option(help="Dev mail server port.")] = 8025,
     merchant: Annotated[str, typer.Option(help="The merchant of the admin key.")] = "demo",
+    business_day_seconds: Annotated[
+        int | None,
+        typer.Option(
+            envvar="REFUNDFLOW_DEV_BUSINESS_DAY_SECONDS",
+            min=1,
+            help="Dev only: a business day of arrival windows lasts this many seconds, so a"
+            " delayed refund's notice comes within minutes. Off by default.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack: Temporal dev server (Web UI), worker, API, provider simulators."""
+    from datetime import timedelta
+
     from refundflow.cli.dev import DevPorts, run_dev
 
     ports = DevPorts(
         api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port, smtp=smtp_port
     )
-    run_dev(data_dir, ports, host, merchant)
+    business_day = timedelta(seconds=business_day_seconds) if business_day_seconds else None
+    run_dev(data_dir, ports, host, merchant, business_day=business_day)
 
 
 @app.command()
@@ -217,12 +229,13 @@ def worker() -> None:
     import asyncio
 
     from refundflow.crypto import KeyringError
+    from refundflow.settings import DevOnlySetting
     from refundflow.worker import run
 
     try:
         asyncio.run(run(deploy.settings_or_exit()))
-    except KeyringError as exc:
-        raise _fail(DomainError(exc.message, code=exc.code)) from None
+    except (KeyringError, DevOnlySetting) as exc:
+        raise _fail(DomainError(str(exc), code=exc.code)) from None
 
 
 @app.command()

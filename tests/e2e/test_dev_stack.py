@@ -32,6 +32,7 @@ class Stack:
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "dev.log"
+        self.extra_args: list[str] = []
 
     @property
     def api_url(self) -> str:
@@ -57,6 +58,7 @@ class Stack:
             *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
             *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
             *("--smtp-port", str(self.smtp_port)),
+            *self.extra_args,
         ]
 
     def refused(self) -> subprocess.CompletedProcess[str]:
