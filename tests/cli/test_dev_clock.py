@@ -24,7 +24,7 @@ def _input(routes: list[PaymentMethod], **extra: object) -> ArrivalInput:
         open_routes=routes,
         policy=DEFAULT_POLICY,
         country="CN",
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
