@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.test_dev_stack import BIN, Stack, stack  # noqa: F401  (fixture)
+from tests.e2e.conftest import BIN, Stack
 
 
 def _refund_of(http: httpx.Client, scenario: str) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def _subjects(mail: Path) -> list[str]:
 
 
 def test_the_demo_shows_conversion_and_a_delay_notice_within_seconds(
-    stack: Stack,  # noqa: F811
+    stack: Stack,
 ) -> None:
     stack.extra_args = ["--business-day-seconds", "2"]
     stack.start()

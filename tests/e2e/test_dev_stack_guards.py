@@ -3,17 +3,16 @@ instead of a traceback, and never a Temporal server left behind."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_dev_stack import Stack, stack, temporal_servers  # noqa: F401  (fixture)
+from tests.e2e.conftest import Stack, temporal_servers
 
 
 def test_a_second_stack_is_refused_in_one_line_before_it_starts_anything(
-    stack: Stack,  # noqa: F811
+    stack: Stack,
     tmp_path: Path,
 ) -> None:
     stack.start()
@@ -48,7 +47,7 @@ def test_a_second_stack_is_refused_in_one_line_before_it_starts_anything(
 
 
 def test_a_stack_killed_with_kill_9_leaves_no_temporal_server_behind(
-    stack: Stack,  # noqa: F811
+    stack: Stack,
 ) -> None:
     stack.start()
     [orphan] = temporal_servers(stack.data_dir)
@@ -70,6 +69,3 @@ def test_a_stack_killed_with_kill_9_leaves_no_temporal_server_behind(
     assert stack.stop() == 0
     assert temporal_servers(stack.data_dir) == []
     assert not (stack.data_dir / "temporal.pid").exists()
-    assert not os.path.exists(f"/proc/{orphan}/cmdline") or orphan not in temporal_servers(
-        stack.data_dir
-    )
