@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refundflow.crypto import Keyring, MissingKey, read_keyring_file
+from refundflow.domain.orders import PaymentMethod
 
 KEYRING_FILE = "encryption.keys"
 
@@ -26,9 +28,32 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; unset means the embedded SQLite file under ``data_dir``."""
     data_dir: Path = Path("data")
-    temporal_address: str = "localhost:7233"
-    temporal_namespace: str = "default"
+    temporal_address: str | None = None
+    """Overrides the address of Temporal's own client configuration (``TEMPORAL_ADDRESS``, the
+    profile file); with neither, ``localhost:7233``. See :mod:`refundflow.connection`."""
+    temporal_namespace: str | None = None
+    """Overrides ``TEMPORAL_NAMESPACE`` / the profile's; with neither, ``default``."""
+    temporal_profile: str | None = None
+    """The profile to read from Temporal's client configuration file (``TEMPORAL_PROFILE``)."""
+    temporal_config_file: Path | None = None
+    """Temporal's client configuration file (TOML), when not at its default location."""
     task_queue: str = "refunds"
+    worker_max_concurrent_activities: int = Field(default=50, ge=1)
+    """Provider calls and notice deliveries a worker runs at once."""
+    worker_max_concurrent_local_activities: int = Field(default=50, ge=1)
+    """Database steps a worker runs at once (its thread pool has as many threads)."""
+    worker_workflow_task_pollers: int = Field(default=5, ge=1)
+    """Concurrent long polls for workflow tasks."""
+    worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM, how long running activities get to finish before they are cancelled (a
+    container's stop grace period must be longer)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics of the worker (SDK and business metrics) on this port."""
+    tracing: bool = False
+    """OpenTelemetry traces from the API and the worker (needs ``refundflow[otel]``; the
+    collector is configured by the standard ``OTEL_*`` variables)."""
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
     query_timeout_seconds: float = 5.0
     """How long the API waits for a running refund's view; past it, the stored row answers."""
     update_timeout_seconds: float = 30.0
@@ -41,7 +66,13 @@ class Settings(BaseSettings):
     """Real provider adapters by name (``alipay``, ``wechat``, ``stripe``, ``paypal``,
     ``bank_transfer``), each with its adapter's config, e.g. ``REFUNDFLOW_PROVIDERS='{"stripe":
     {"base_url": "https://api.stripe.com", "api_key": "sk_live_..."}}'``. A route whose provider
-    is not configured pays through the sandbox simulator."""
+    is not configured stops the worker and the API at start (see ``disabled_routes``)."""
+    disabled_routes: list[PaymentMethod] = []
+    """Payment routes refused on purpose (e.g. ``["paypal"]``): their payouts fail for good at
+    once and the policy's fallback applies."""
+    sandbox: bool = False
+    """Pay every route without a configured provider through the sandbox simulator. For tests
+    and ``refundflow dev`` only; never in production."""
     notify: dict[str, Any] = {}
     """Notification channels (``refundflow.notify.config.NotifyConfig``), e.g.
     ``REFUNDFLOW_NOTIFY='{"smtp_host": "mail.example.com", "smtp_port": 587, "smtp_starttls":
@@ -116,9 +147,16 @@ class Settings(BaseSettings):
             ) from None
 
 
+SECRETS_DIR = Path("/run/secrets")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The environment's settings. Secrets may also come as files named after their variable
+    in lower case (``/run/secrets/refundflow_database_url``: docker-compose and Kubernetes
+    secrets), from ``REFUNDFLOW_SECRETS_DIR`` or ``/run/secrets``; a variable wins over a file."""
+    folder = Path(os.environ.get("REFUNDFLOW_SECRETS_DIR", SECRETS_DIR))
+    return Settings(_secrets_dir=folder) if folder.is_dir() else Settings()
 
 
 def describe_invalid(exc: ValidationError) -> str:

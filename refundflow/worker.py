@@ -1,9 +1,9 @@
 """The refundflow worker: runs RefundWorkflow and its activities against Temporal.
 
-``python -m refundflow.worker`` (or ``refundflow worker``) connects with the settings in the
-environment (``REFUNDFLOW_TEMPORAL_ADDRESS``, ``REFUNDFLOW_TEMPORAL_NAMESPACE``,
-``REFUNDFLOW_TASK_QUEUE``) and stops gracefully on SIGTERM or Ctrl-C: running activities get
-time to finish and nothing in flight is lost, since Temporal hands it to the next worker.
+``python -m refundflow.worker`` (or ``refundflow worker``, or ``python worker.py`` at the top of
+the repository) connects as :mod:`refundflow.connection` says and stops gracefully on SIGTERM
+or Ctrl-C: running activities get time to finish and nothing in flight is lost, since Temporal
+hands it to the next worker.
 With ``REFUNDFLOW_BUILD_ID`` it is a versioned worker (``refundflow.deployment``): it gets work
 only once its build is the deployment's current version.
 """
@@ -15,31 +15,36 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from refundflow.activities.decisions import all_decisions
-from refundflow.activities.notify import NotifyActivities, sweep_outbox
+from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
+from refundflow.connection import connect, describe_target
 from refundflow.crypto import Keyring, KeyringError
 from refundflow.db.engine import session_scope
 from refundflow.db.repository import reseal_webhook_secrets
 from refundflow.deployment import deployment_config, watch_until_current
+from refundflow.logs import configure_logging
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import DevOnlySetting, Settings, describe_invalid, get_settings
+from refundflow.tracing import configure_exporter, instrument
+from refundflow.workflows.outbox import SCHEDULE_ID, OutboxSweepWorkflow, ensure_outbox_schedule
 from refundflow.workflows.refund import RefundWorkflow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("refundflow.worker")
 
 # What a worker runs, and so what `refundflow replay` checks histories against.
-WORKFLOWS: Sequence[type] = (RefundWorkflow,)
+WORKFLOWS: Sequence[type] = (RefundWorkflow, OutboxSweepWorkflow)
 
 # Pure modules loaded once and shared by every workflow run instead of being re-imported into
 # each sandbox (measured: ~35x the time and ~7x the memory otherwise). The activity modules are
@@ -59,6 +64,7 @@ PASSTHROUGH = (
     "holidays",
     "iso4217",
     "yaml",
+    "opentelemetry",
 )
 
 
@@ -71,12 +77,23 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
+@dataclass(frozen=True)
+class WorkerTuning:
+    """How much one worker takes on at once (``REFUNDFLOW_WORKER_*`` settings)."""
+
+    max_concurrent_activities: int = 50
+    max_concurrent_local_activities: int = 50
+    workflow_task_pollers: int = 5
+    graceful_shutdown: timedelta = timedelta(seconds=30)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerTuning:
+        return cls(
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,
+            workflow_task_pollers=settings.worker_workflow_task_pollers,
+            graceful_shutdown=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+        )
 
 
 def build_worker(
@@ -85,8 +102,8 @@ def build_worker(
     *,
     task_queue: str,
     notify: NotifyActivities | None = None,
-    max_threads: int = 8,
     deployment: WorkerDeploymentConfig | None = None,
+    tuning: WorkerTuning = WorkerTuning(),
     decisions: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
     """``notify`` delivers the outbox; without it, only merchant webhooks (configured per
@@ -99,10 +116,16 @@ def build_worker(
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         activities=[*activities.all(), *notify.all(), *(decisions or all_decisions())],
-        # Database activities are plain functions; they run on this pool.
-        activity_executor=ThreadPoolExecutor(max_workers=max_threads),
+        # Database steps are plain functions: one thread each, whether they run as local or
+        # remote activities, and a few spare for the decisions.
+        activity_executor=ThreadPoolExecutor(
+            max_workers=tuning.max_concurrent_local_activities + 4
+        ),
+        max_concurrent_activities=tuning.max_concurrent_activities,
+        max_concurrent_local_activities=tuning.max_concurrent_local_activities,
+        max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,
         workflow_runner=workflow_runner(),
-        graceful_shutdown_timeout=timedelta(seconds=30),
+        graceful_shutdown_timeout=tuning.graceful_shutdown,
         deployment_config=deployment,
     )
 
@@ -120,11 +143,17 @@ def open_keyring(settings: Settings, engine: Engine) -> Keyring:
 
 
 async def run(settings: Settings | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; then activities running get the graceful-shutdown time
+    to finish, and what they leave Temporal hands to the next worker."""
     settings = settings or get_settings()
     settings.refuse_dev_only()
+    configure_logging(settings.log_format, settings.log_level)
+    configure_exporter(settings)
     activities = RefundActivities.from_settings(settings)
+    # Before connecting: a worker without its keys stops at once, saying so.
     keyring = open_keyring(settings, activities.engine)
-    client = await connect(settings)
+    client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
+    instrument(settings, engine=activities.engine)
     notify = NotifyActivities.from_config(
         activities.engine, NotifyConfig(**settings.notify), keyring=keyring
     )
@@ -135,21 +164,43 @@ async def run(settings: Settings | None = None) -> None:
         task_queue=settings.task_queue,
         notify=notify,
         deployment=deployment,
+        tuning=WorkerTuning.from_settings(settings),
     )
+    if await ensure_outbox_schedule(client, task_queue=settings.task_queue):
+        log.info("created the outbox sweep schedule %s", SCHEDULE_ID)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
-        background = [asyncio.create_task(sweep_outbox(notify))]
+        background = []
         if deployment is not None:
             watch = watch_until_current(client, version=deployment.version, every=ROUTING_CHECK)
             background.append(asyncio.create_task(watch))
+        log.info("worker polling %s on %s", settings.task_queue, describe_target(settings))
         await stop.wait()
         for task in background:
             task.cancel()
     await notify.aclose()
     activities.close()
+
+
+def worker_runtime(metrics_port: int | None) -> Runtime | None:
+    """A runtime exporting the SDK's metrics (and the runs' own, ``refundflow_*``) for
+    Prometheus on ``metrics_port``. Names and units as Temporal's Grafana dashboard for
+    Core-based SDKs expects: no ``_total`` or unit suffixes, durations in milliseconds."""
+    if metrics_port is None:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=f"0.0.0.0:{metrics_port}",
+                counters_total_suffix=False,
+                unit_suffix=False,
+                durations_as_seconds=False,
+            )
+        )
+    )
 
 
 def main() -> None:

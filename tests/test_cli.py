@@ -83,6 +83,7 @@ def test_deploy_promote_needs_a_build_id() -> None:
 def test_commands_that_need_the_encryption_keys_stop_without_them(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
     env["REFUNDFLOW_DATA_DIR"] = str(tmp_path)
+    env["REFUNDFLOW_SANDBOX"] = "true"  # every route paid, so only the keys are missing
     for command in (("worker",), ("merchants", "webhook", "--merchant", "m", "--url", "off")):
         result = run(*command, env=env)
         assert result.returncode == 2, result.stderr

@@ -218,3 +218,12 @@ class DeliverResult(BaseModel):
     failed: int
     pending: int
     """Only after the last attempt: rows another sender was still delivering."""
+
+
+class SweepInput(BaseModel):
+    """One sweep of the outbox for rows no run is left to deliver."""
+
+
+class SweepResult(BaseModel):
+    sent: int
+    failed: int

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 from temporalio import activity
 
-from refundflow.activities.contracts import DeliverInput, DeliverResult
+from refundflow.activities.contracts import DeliverInput, DeliverResult, SweepInput, SweepResult
 from refundflow.activities.retries import retry_later
 from refundflow.crypto import Keyring
 from refundflow.notify.config import NotifyConfig, build_dispatcher
@@ -40,7 +40,7 @@ class NotifyActivities:
         await self.dispatcher.aclose()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.deliver_notifications]
+        return [self.deliver_notifications, self.sweep_outbox_batch]
 
     @activity.defn
     async def deliver_notifications(self, inp: DeliverInput) -> DeliverResult:
@@ -57,6 +57,14 @@ class NotifyActivities:
                 level=logging.WARNING if report.errors else logging.INFO,
             )
         return DeliverResult(sent=report.sent, failed=report.failed, pending=report.pending)
+
+    @activity.defn
+    async def sweep_outbox_batch(self, inp: SweepInput) -> SweepResult:
+        """Deliver the oldest pending rows of any refund: what a finished run left behind (a
+        mail server down past every retry, a worker that died mid-delivery). Run by the
+        ``refundflow-outbox-sweep`` schedule (refundflow.workflows.outbox)."""
+        report = await self.dispatcher.deliver_batch()
+        return SweepResult(sent=report.sent, failed=report.failed)
 
 
 async def sweep_outbox(notify: NotifyActivities, *, every_s: float = 300.0) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -9,20 +11,38 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
+from refundflow import tracing
 from refundflow.api import errors, metrics
 from refundflow.api.routers import admin, orders, refunds, webhooks
+from refundflow.connection import connect, describe_target
 from refundflow.db.engine import make_engine
 from refundflow.domain.orders import PaymentMethod
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_gateways, webhook_gateways
 from refundflow.settings import Settings, get_settings
-from refundflow.worker import connect
+
+log = logging.getLogger("refundflow.api")
+RECONNECT_MAX_DELAY = 30.0
 
 
 def use_gateways(app: FastAPI, gateways: Mapping[PaymentMethod, Gateway]) -> None:
     """The gateways whose webhooks the app verifies, and which provider pays which route."""
     app.state.webhook_gateways = webhook_gateways(gateways)
     app.state.webhook_routes = {route.value: g.name for route, g in gateways.items()}
+
+
+async def _connect_until_up(app: FastAPI, settings: Settings) -> None:
+    delay = 0.5
+    while True:
+        try:
+            app.state.temporal = await connect(settings)
+            return
+        except RuntimeError as exc:  # the SDK's way of saying "unreachable"
+            log.warning(
+                "%s unreachable (%s); retrying in %.0f s", describe_target(settings), exc, delay
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
 
 def create_app(
@@ -38,15 +58,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        app.state.engine = engine or make_engine(settings.resolved_database_url)
+        if own_engine:
+            app.state.engine = make_engine(settings.resolved_database_url)
+            tracing.instrument(settings, engine=app.state.engine)
         use_gateways(app, build_gateways(settings, app.state.engine))
         app.state.temporal = temporal
+        connecting = None
         if temporal is None:
-            try:
-                app.state.temporal = await connect(settings)
-            except RuntimeError:
-                app.state.temporal = None  # /readyz says so; write routes answer 503
+            # Until Temporal answers, /readyz says so and routes that need it answer 503; the
+            # API keeps trying instead of staying disconnected for the life of the process.
+            connecting = asyncio.create_task(_connect_until_up(app, settings))
         yield
+        if connecting is not None:
+            connecting.cancel()
         if own_engine:
             app.state.engine.dispose()
 
@@ -58,11 +82,14 @@ def create_app(
     )
     app.state.settings = settings
     if engine is not None:  # tests wire their own parts; the lifespan makes the rest
+        tracing.instrument(settings, engine=engine)
         app.state.engine = engine
         app.state.temporal = temporal
         use_gateways(app, {})
     errors.install(app)
     metrics.install(app)
+    tracing.configure_exporter(settings)
+    tracing.instrument(settings, app=app)
     for router in (orders.router, refunds.router, admin.router, webhooks.router):
         app.include_router(router)
 

@@ -1,67 +1,59 @@
-"""Prometheus metrics: requests by route and status, refunds by status, payout outcomes."""
+"""Prometheus metrics of the API at ``/metrics``: HTTP requests and latencies (by the maintained
+``prometheus-fastapi-instrumentator``), the process (CPU, memory, file descriptors, GC), and the
+business as the database sees it at scrape time (refunds by status, payouts by route and
+outcome). The worker exports the SDK's and the runs' own metrics on its own port."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
 
-from fastapi import FastAPI, Request, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from sqlalchemy import func
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from refundflow.db.models import PayoutRow, RefundRow
 
 
+class BusinessCollector(Collector):
+    """Counts read from the database when Prometheus scrapes: every API replica reports the
+    same truth, and nothing is counted twice or lost with a restart."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        engine: Engine | None = getattr(self.app.state, "engine", None)
+        refunds = GaugeMetricFamily("refundflow_refunds", "Refunds by status", labels=["status"])
+        payouts = GaugeMetricFamily(
+            "refundflow_payouts", "Payouts by route and outcome", labels=["route", "status"]
+        )
+        if engine is not None:
+            with Session(engine) as session:
+                by_status = select(col(RefundRow.status), func.count()).group_by(
+                    col(RefundRow.status)
+                )
+                for status, count in session.exec(by_status).all():
+                    refunds.add_metric([status], count)
+                by_route = select(
+                    col(PayoutRow.route), col(PayoutRow.status), func.count()
+                ).group_by(col(PayoutRow.route), col(PayoutRow.status))
+                for route, status, count in session.exec(by_route).all():
+                    payouts.add_metric([route, status], count)
+        yield refunds
+        yield payouts
+
+
 def install(app: FastAPI) -> None:
+    # A registry per app: tests build several apps in one process.
     registry = CollectorRegistry()
-    requests = Counter(
-        "refundflow_http_requests_total",
-        "HTTP requests",
-        ["method", "route", "status"],
-        registry=registry,
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(BusinessCollector(app))
+    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, include_in_schema=False
     )
-    latency = Histogram(
-        "refundflow_http_request_seconds",
-        "HTTP request time",
-        ["method", "route"],
-        registry=registry,
-    )
-    refunds = Gauge("refundflow_refunds", "Refunds by status", ["status"], registry=registry)
-    payouts = Gauge(
-        "refundflow_payouts", "Payouts by route and outcome", ["route", "status"], registry=registry
-    )
-
-    @app.middleware("http")
-    async def count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        latency.labels(request.method, route).observe(time.perf_counter() - start)
-        return response
-
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    def metrics() -> Response:
-        """Prometheus exposition; refund and payout counts are read from the database."""
-        with Session(app.state.engine) as session:
-            refunds.clear()
-            stmt = select(col(RefundRow.status), func.count()).group_by(col(RefundRow.status))
-            for status, n in session.exec(stmt).all():
-                refunds.labels(status).set(n)
-            payouts.clear()
-            pstmt = select(col(PayoutRow.route), col(PayoutRow.status), func.count()).group_by(
-                col(PayoutRow.route), col(PayoutRow.status)
-            )
-            for route, status, n in session.exec(pstmt).all():
-                payouts.labels(route, status).set(n)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

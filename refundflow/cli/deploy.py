@@ -50,12 +50,14 @@ def settings_or_exit() -> Settings:
 
 
 async def _connect(settings: Settings) -> Client:
-    from refundflow.worker import connect
+    from refundflow.connection import ConnectionSettingsError, connect, describe_target
 
     try:
         return await connect(settings)
+    except ConnectionSettingsError as exc:
+        die("invalid_settings", str(exc))
     except RuntimeError as exc:  # the SDK reports an unreachable server this way
-        die("unreachable", f"Temporal at {settings.temporal_address}: {exc}")
+        die("unreachable", f"{describe_target(settings)}: {exc}")
 
 
 # ---- refundflow replay

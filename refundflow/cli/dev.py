@@ -43,6 +43,7 @@ from refundflow.cli.dev_guards import (
 )
 from refundflow.cli.output import die
 from refundflow.cli.remote import ADMIN_KEY_FILE
+from refundflow.connection import connect
 from refundflow.crypto import create_keyring_file
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
@@ -51,7 +52,7 @@ from refundflow.gateways.registry import build_gateways
 from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import KEYRING_FILE, Settings
-from refundflow.worker import build_worker, connect, open_keyring
+from refundflow.worker import build_worker, open_keyring
 from refundflow.workflows.search_attributes import dev_server_flags
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from refundflow.cli import deploy, remote
+from refundflow.cli import cluster, deploy, remote
 from refundflow.cli.output import console, err_console, say_error
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError
@@ -17,6 +17,7 @@ from refundflow.domain.money import format_minor, to_major
 from refundflow.domain.orders import OrderSnapshot, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
 from refundflow.domain.quote import Quote
+from refundflow.settings import Settings
 
 app = typer.Typer(
     help="refundflow: every refund as a durable Temporal workflow.", no_args_is_help=True
@@ -37,6 +38,8 @@ app.add_typer(remote.refunds_app, name="refunds")
 app.add_typer(remote.ops_app, name="ops")
 app.add_typer(deploy.deploy_app, name="deploy")
 app.command()(deploy.replay)
+app.command()(cluster.setup)
+app.command()(cluster.check)
 app.command()(remote.approve)
 app.command()(remote.reject)
 
@@ -220,8 +223,36 @@ def demo(
     run_demo(api_url, key, data_dir)
 
 
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option("--log-format", help="text or json (one object per line); REFUNDFLOW_LOG_FORMAT"),
+]
+
+
+def _production_settings(log_format: str | None) -> Settings:
+    """The settings of a long-running process, or one line saying what is missing: a payment
+    route nobody pays, or a setting of the dev stack, is refused before anything starts (fail
+    closed)."""
+    from refundflow.gateways.registry import MissingProviders, missing_providers
+    from refundflow.settings import DevOnlySetting
+
+    settings = deploy.settings_or_exit()
+    try:
+        settings.refuse_dev_only()
+    except DevOnlySetting as exc:
+        raise _fail(DomainError(str(exc), code=exc.code)) from None
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            raise _fail(DomainError("--log-format is text or json", code="invalid_option"))
+        settings = settings.model_copy(update={"log_format": log_format})
+    missing = missing_providers(settings)
+    if missing:
+        raise _fail(DomainError(str(MissingProviders(missing)), code="missing_providers"))
+    return settings
+
+
 @app.command()
-def worker() -> None:
+def worker(log_format: LogFormatOption = None) -> None:
     """Run a worker: RefundWorkflow and its activities (stops cleanly on Ctrl-C / SIGTERM).
 
     With REFUNDFLOW_BUILD_ID it is a versioned worker: it gets work once `refundflow deploy
@@ -229,24 +260,31 @@ def worker() -> None:
     import asyncio
 
     from refundflow.crypto import KeyringError
-    from refundflow.settings import DevOnlySetting
     from refundflow.worker import run
 
+    settings = _production_settings(log_format)
     try:
-        asyncio.run(run(deploy.settings_or_exit()))
-    except (KeyringError, DevOnlySetting) as exc:
-        raise _fail(DomainError(str(exc), code=exc.code)) from None
+        asyncio.run(run(settings))
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
 
 
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
-    uvicorn.run("refundflow.api.app:create_app", factory=True, host=host, port=port)
+    from refundflow.api.app import create_app
+    from refundflow.logs import configure_logging
+
+    settings = _production_settings(log_format)
+    configure_logging(settings.log_format, settings.log_level)
+    # log_config=None: uvicorn's loggers go through the handler configured above.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
 @policy_app.command("check")

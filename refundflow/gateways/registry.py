@@ -1,5 +1,10 @@
-"""Which gateway pays which route: the real provider adapter where ``Settings.providers``
-configures one, the sandbox simulator otherwise, so the whole flow always runs on one machine."""
+"""Which gateway pays which route: the provider adapter ``Settings.providers`` configures for it.
+
+Fail closed: a route with no provider stops the process at start, naming the route and the
+setting, unless the route is disabled on purpose (``REFUNDFLOW_DISABLED_ROUTES``: its payouts
+fail for good at once, so the policy's fallback applies) or the sandbox is explicitly enabled
+(``REFUNDFLOW_SANDBOX=true``: tests and ``refundflow dev``), in which case the sandbox simulator
+pays. Nothing is ever paid through a simulator by omission."""
 
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from refundflow.domain.orders import PaymentMethod
+from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.balance import BalanceGateway
-from refundflow.gateways.base import Gateway
-from refundflow.gateways.sandbox import SandboxGateway
+from refundflow.gateways.base import Gateway, PayoutInstruction, PayoutResult
 from refundflow.settings import Settings
 
 ADAPTERS: dict[str, tuple[str, str, str]] = {
@@ -48,17 +53,80 @@ def build_provider(name: str, config: dict[str, Any]) -> Gateway:
     return gateway
 
 
+class MissingProviders(ValueError):
+    """Routes a policy can send money through, with nothing to pay them."""
+
+    def __init__(self, routes: list[PaymentMethod]) -> None:
+        self.routes = routes
+        names = ", ".join(f"{r.value} (provider {ROUTES[r]})" for r in routes)
+        providers = sorted({ROUTES[r] for r in routes})
+        super().__init__(
+            f"no payment provider for {names}: configure "
+            + ", ".join(providers)
+            + " in REFUNDFLOW_PROVIDERS, or list the routes in REFUNDFLOW_DISABLED_ROUTES to refuse"
+            " them on purpose (the policy's fallback applies); REFUNDFLOW_SANDBOX=true pays them"
+            " through the sandbox simulator (development and tests only)"
+        )
+
+
+class DisabledRoute:
+    """A route switched off on purpose: every payout through it fails for good at once, so the
+    run falls back by policy (the store balance, a bank transfer) or escalates."""
+
+    name = "disabled"
+
+    def __init__(self, route: PaymentMethod) -> None:
+        self.route = route
+
+    async def refund(self, instruction: PayoutInstruction) -> PayoutResult:
+        return PayoutResult(
+            status=PayoutStatus.FAILED_PERMANENT,
+            code="ROUTE_DISABLED",
+            message=f"payouts through {self.route.value} are disabled",
+        )
+
+    async def query(self, instruction: PayoutInstruction) -> PayoutResult:
+        return PayoutResult(status=PayoutStatus.NOT_FOUND)
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> PayoutEvent:
+        raise ValueError(f"{self.route.value} is disabled")
+
+
+def missing_providers(settings: Settings) -> list[PaymentMethod]:
+    """Routes that would have nothing to pay them (empty when the sandbox is on)."""
+    if settings.sandbox:
+        return []
+    return [
+        route
+        for route, provider in ROUTES.items()
+        if provider not in settings.providers and route not in settings.disabled_routes
+    ]
+
+
 def build_gateways(settings: Settings, engine: Engine) -> dict[PaymentMethod, Gateway]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    sandbox = SandboxGateway(path=settings.data_dir / "sandbox.db")
+    """Every route's gateway; raises :class:`MissingProviders` before building anything when a
+    route has none."""
+    missing = missing_providers(settings)
+    if missing:
+        raise MissingProviders(missing)
     built = {name: build_provider(name, cfg) for name, cfg in settings.providers.items()}
-    gateways: dict[PaymentMethod, Gateway] = {
-        method: built.get(ROUTES.get(method, ""), sandbox) for method in PaymentMethod
-    }
+    gateways: dict[PaymentMethod, Gateway] = {}
+    for route, provider in ROUTES.items():
+        if route in settings.disabled_routes:
+            gateways[route] = DisabledRoute(route)
+        elif provider in built:
+            gateways[route] = built[provider]
+    if len(gateways) < len(ROUTES):
+        # Only with the sandbox explicitly on; imported here so production never loads it.
+        from refundflow.gateways.sandbox import SandboxGateway
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        sandbox = SandboxGateway(path=settings.data_dir / "sandbox.db")
+        gateways = {route: gateways.get(route, sandbox) for route in ROUTES}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     return gateways
 
 
 def webhook_gateways(gateways: Mapping[PaymentMethod, Gateway]) -> dict[str, Gateway]:
     """Provider name -> the gateway that verifies its webhooks (``/v1/webhooks/{name}``)."""
-    return {g.name: g for g in gateways.values() if g.name != "balance"}
+    return {g.name: g for g in gateways.values() if g.name not in ("balance", "disabled")}

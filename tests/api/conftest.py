@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -119,9 +119,16 @@ async def api_own_server(
 
 @asynccontextmanager
 async def serve_api(
-    env: WorkflowEnvironment, database_url: str, tmp_path: Path
+    env: WorkflowEnvironment,
+    database_url: str,
+    tmp_path: Path,
+    *,
+    temporal: Client | None = None,
+    tracing: bool = False,
 ) -> AsyncIterator[Api]:
-    """The app, a worker with the real activities and an HTTP client, on ``env``'s server."""
+    """The app, a worker with the real activities and an HTTP client, on ``env``'s server
+    (through ``temporal``, a client of that server, when given)."""
+    temporal = temporal or env.client
     engine = make_engine(database_url)
     keys: dict[str, str] = {}
     # Unique per test: refund ids derive from merchant and idempotency key, and the Temporal
@@ -143,11 +150,13 @@ async def serve_api(
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     queue = f"api-{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=database_url, task_queue=queue, data_dir=tmp_path)
-    app = create_app(settings, engine=engine, temporal=env.client)
+    settings = Settings(
+        database_url=database_url, task_queue=queue, data_dir=tmp_path, tracing=tracing
+    )
+    app = create_app(settings, engine=engine, temporal=temporal)
     use_gateways(app, gateways)
     transport = httpx.ASGITransport(app=app)
-    worker = build_worker(env.client, RefundActivities(engine, gateways), task_queue=queue)
+    worker = build_worker(temporal, RefundActivities(engine, gateways), task_queue=queue)
     async with worker, httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         try:
             yield Api(

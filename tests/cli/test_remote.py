@@ -45,7 +45,9 @@ async def served(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Serv
     async with serve_api(env, url, tmp_path) as api:
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(
+                api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            )
         )
         serving = asyncio.create_task(server.serve())
         while not server.started:

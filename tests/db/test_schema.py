@@ -115,9 +115,10 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("REFUNDFLOW_DATA_DIR", str(tmp_path))
     settings = Settings()
     assert settings.resolved_database_url == f"sqlite:///{tmp_path}/refundflow.db"
+    # Unset: Temporal's own client configuration decides (refundflow.connection).
     assert (settings.temporal_address, settings.temporal_namespace, settings.task_queue) == (
-        "localhost:7233",
-        "default",
+        None,
+        None,
         "refunds",
     )
     monkeypatch.setenv("REFUNDFLOW_DATABASE_URL", "postgresql+psycopg://u@h/db")

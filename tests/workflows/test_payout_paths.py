@@ -31,9 +31,10 @@ async def test_large_refund_with_customer_confirmation_and_three_installments(st
     state = await wait_status(stack, handle, RefundStatus.AWAITING_CUSTOMER)
     assert "confirm_amount" in stack.templates("r-inst")
     assert {"large", "installments"} <= set(state.tags)
-    await handle.execute_update(
+    answer = await handle.execute_update(
         RefundWorkflow.customer_confirmation, CustomerConfirmation(confirmed=True)
     )
+    assert answer.status is RefundStatus.PAYING
     state = await wait_until(
         stack, handle, lambda s: bool(s.payouts) and s.payouts[0].sent_at is not None
     )
@@ -55,6 +56,8 @@ async def test_large_refund_with_customer_confirmation_and_three_installments(st
         ("r-inst:3:1", 833333, "settled"),
     ]
     assert stack.templates("r-inst").count("payout_sent") == 3
+    confirmed = next(t for t in result.timeline if t.kind == "customer_confirmed")
+    assert confirmed.message == "customer confirmed CN¥25,000.01" and confirmed.actor == "customer"
     assert stack.tender("p1").refunded == 2500001
     stack.assert_books_balance(result)
 

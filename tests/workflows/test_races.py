@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -47,6 +48,12 @@ async def stack(
         yield opened
         if os.environ.get("REFUNDFLOW_RECORD_HISTORIES") and db_url.startswith("sqlite"):
             await opened.record_histories(Path(__file__).parent / "histories")
+
+
+async def current_details(handle: Handle) -> str:
+    """The run's current details, as the Temporal UI reads them."""
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(metadata.current_details)
 
 
 def rid(stack: Stack, name: str) -> str:
@@ -122,6 +129,10 @@ async def test_a_settlement_is_applied_while_the_next_installment_waits(stack: S
     assert state.status is RefundStatus.PAYING and state.payouts[1].sent_at is None
     assert stack.payouts(refund)[0].status == "settled"
     assert "payout_settled" in [t.kind for t in state.timeline]
+    # What the Temporal UI shows as the run's current details says so too.
+    details = await current_details(handle)
+    assert "payouts settled 1/3" in details
+    assert "installment 2 due" in details and "waiting for installment 2 of 3 due at" in details
 
 
 async def test_ops_settling_an_unknown_installment_leaves_the_rest_to_the_run(
@@ -176,7 +187,12 @@ async def test_an_update_answers_the_status_its_message_led_to(stack: Stack) -> 
     answer = await handle.execute_update(RefundWorkflow.decide, decision)
     assert answer.status in (RefundStatus.PAYING, RefundStatus.AWAITING_FUNDS)
     assert answer.detail == "1/1 approvals"
-    kinds = [t.kind for t in (await view(handle)).timeline]
+    timeline = {t.kind: t.message for t in (await view(handle)).timeline}
+    kinds = list(timeline)
     assert kinds.index("supplier_answered") < kinds.index("requoted") < kinds.index("decision")
+    # Every decision on the timeline with its numbers.
+    assert timeline["supplier_answered"] == "supplier factory-9 can cancel, fee CN¥5.00"
+    assert timeline["requoted"] == "total CN¥40.00 -> CN¥35.00 (cancellation fee)"
+    assert timeline["decision"] == "approved by carol"
     result = await stack.finish(handle)
     stack.assert_books_balance(result)

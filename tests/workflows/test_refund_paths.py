@@ -363,9 +363,20 @@ async def test_return_with_damage_deduction_goes_back_to_approval(stack: Stack) 
         approver_id="bob", decision="APPROVE", quote_fingerprint=before.fingerprint
     )
     assert await refused(handle, RefundWorkflow.decide, old) == "outdated_quote"
-    await decide(handle, "bob")
+    await decide(handle, "bob", comment="deduction is fair")
     result = await stack.finish(handle)
     assert result.status is RefundStatus.COMPLETED
+    messages = [(t.kind, t.message) for t in result.timeline]
+    assert ("return_inspected", "goods back, damaged, deduction CN¥15.00: cracked handle") in (
+        messages
+    )
+    assert ("requoted", "total CN¥40.00 -> CN¥25.00 (inspection deduction; back to approval)") in (
+        messages
+    )
+    # An approver's comment is on the timeline once, with their decision.
+    assert [m for _, m in messages if "deduction is fair" in m] == [
+        "approved by bob: deduction is fair"
+    ]
     assert stack.refund("r-dmg").total == state.quote.total
     assert [p.amount for p in stack.payouts("r-dmg")] == [state.quote.total]
 

@@ -53,6 +53,7 @@ from refundflow.domain.states import (
 from refundflow.gateways.base import PayoutResult
 from refundflow.worker import workflow_runner
 from refundflow.workflows.refund import RefundWorkflow
+from tests.conftest import time_skipping_server
 from tests.domain import factories
 
 Handle = WorkflowHandle[RefundWorkflow, RefundState]
@@ -211,8 +212,17 @@ class Harness:
         raise AssertionError(f"condition not reached; status {state.status}")
 
 
+@pytest.fixture(scope="module")
+async def mocked_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own. Runs these tests leave waiting (then
+    terminated) have been seen to hold the shared server's clock for the tests after them."""
+    async with time_skipping_server() as environment:
+        yield environment
+
+
 @pytest.fixture
-async def harness(env: WorkflowEnvironment) -> AsyncIterator[Harness]:
+async def harness(mocked_env: WorkflowEnvironment) -> AsyncIterator[Harness]:
+    env = mocked_env
     mocks = Mocks(client=env.client)
     queue = f"mocked-{uuid.uuid4().hex[:8]}"
     async with Worker(

@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from refundflow.workflows import search_attributes as sa
 
+from refundflow.workflows.refund import telemetry
+
 # A database step retries until the database answers: an outage delays a refund, loses nothing.
 DB_STEP = timedelta(seconds=30)
 DELIVERY_ATTEMPTS = 8
@@ -212,6 +214,7 @@ class Run:
     ) -> None:
         self.state.status = status
         self._upsert_search_attributes()
+        telemetry.status_changed(status.value, self.inp.merchant_id)
         await self.record(kind, message, actor=actor, data=data, notify=notify)
 
     def _upsert_search_attributes(self) -> None:
@@ -262,6 +265,8 @@ class Run:
         await self.transition(status, kind, message, actor=actor, data=data, notify=notify)
 
     async def complete(self) -> None:
+        if self.state.timeline and self.state.payouts:
+            telemetry.money_arrived(self.state.timeline[0].at, self.state.payouts[0].route.value)
         await self.finish(
             RefundStatus.COMPLETED,
             "completed",

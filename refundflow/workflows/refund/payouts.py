@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         payout_key,
     )
 
-from refundflow.workflows.refund import money
+from refundflow.workflows.refund import money, telemetry
 from refundflow.workflows.refund.effects import DB_STEP, Run
 
 # Providers may be slow or down for a while: retries back off, and an attempt after the first
@@ -156,6 +156,7 @@ async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
         await money.save_payout(run, record, charges(run, record))
         await run.escalate(f"payout {record.key} did not go through: {err.cause or err}")
         return record.status
+    telemetry.payout_answered(record.route.value, result.status.value)
     record.status = result.status
     record.provider_ref = result.provider_ref or record.provider_ref
     record.trace_ref = result.trace_ref or record.trace_ref

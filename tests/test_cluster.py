@@ -1,0 +1,114 @@
+"""`refundflow setup` and `refundflow check` against real Temporal dev servers, as an operator
+runs them: a misconfigured setup reported problem by problem, then set up and ready; a clash of
+search attribute types refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from refundflow.crypto import new_key_entry
+
+BIN = Path(sys.executable).parent
+PROVIDERS: dict[str, dict[str, str]] = {
+    name: {} for name in ("alipay", "wechat", "stripe", "paypal", "bank_transfer")
+}
+
+
+def refundflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDFLOW_", "TEMPORAL_"))}
+    return subprocess.run(
+        [str(BIN / "refundflow"), *args],
+        env={**clean, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def _server(*attributes: SearchAttributeKey[Any]) -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=attributes,
+        ui=False,
+    )
+
+
+async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path) -> None:
+    env = await _server()
+    try:
+        base = {
+            "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+        }
+        bad = refundflow("check", env=base)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        out = bad.stdout
+        assert "no provider for alipay" in out and "REFUNDFLOW_DISABLED_ROUTES" in out
+        assert "no customer channel" in out
+        assert "no encryption keys: set REFUNDFLOW_ENCRYPTION_KEYS" in out
+        assert "at nothing, head is" in out  # the database was never migrated
+        assert "RefundStatus" in out and "missing: run `refundflow setup`" in out
+
+        done = refundflow("setup", env=base)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.count("added (INDEXED_VALUE_TYPE_") == 7
+        again = refundflow("setup", env=base)  # idempotent: nothing left to add
+        assert again.returncode == 0 and "added" not in again.stdout
+
+        configured = base | {
+            "REFUNDFLOW_PROVIDERS": json.dumps(PROVIDERS),
+            "REFUNDFLOW_NOTIFY": json.dumps({"smtp_host": "mail.example.com"}),
+            "REFUNDFLOW_ENCRYPTION_KEYS": new_key_entry("2026-12"),
+        }
+        good = refundflow("check", env=configured)
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert "ready" in good.stdout and "problem" not in good.stdout
+        assert "refundflow-outbox-sweep" in good.stdout
+    finally:
+        await env.shutdown()
+
+
+async def test_setup_refuses_a_search_attribute_of_another_type(tmp_path: Path) -> None:
+    env = await _server(SearchAttributeKey.for_keyword("RefundAmount"))
+    try:
+        done = refundflow(
+            "setup",
+            env={
+                "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+                "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+            },
+        )
+        assert done.returncode == 1
+        assert "RefundAmount" in done.stdout
+        assert "exists as INDEXED_VALUE_TYPE_KEYWORD, refundflow needs INDEXED_VALUE_TYPE_INT" in (
+            done.stdout
+        )
+    finally:
+        await env.shutdown()
+
+
+def test_a_temporal_profile_file_is_used(tmp_path: Path) -> None:
+    """Temporal's own client configuration (a TOML profile) decides where to connect when no
+    REFUNDFLOW_TEMPORAL_* is set."""
+    config = tmp_path / "temporal.toml"
+    config.write_text('[profile.prod]\naddress = "127.0.0.1:1"\nnamespace = "refunds-prod"\n')
+    out = refundflow(
+        "check",
+        env={
+            "TEMPORAL_CONFIG_FILE": str(config),
+            "TEMPORAL_PROFILE": "prod",
+            "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+        },
+    )
+    assert out.returncode == 1
+    assert "Temporal at 127.0.0.1:1, namespace refunds-prod unreachable" in out.stdout
