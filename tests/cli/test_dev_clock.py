@@ -8,6 +8,8 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 from refundflow.activities.contracts import ArrivalInput
 from refundflow.cli.dev_clock import compressed_arrival_plan
 from refundflow.domain.orders import PaymentMethod
@@ -42,11 +44,12 @@ def test_a_business_day_lasts_what_the_dev_stack_was_told() -> None:
     assert paid_at_once.window_ends_at is None
 
 
-def test_a_worker_outside_the_dev_stack_refuses_the_dev_setting() -> None:
+@pytest.mark.parametrize("command", [["worker"], ["api", "--port", "1"]])
+def test_a_process_outside_the_dev_stack_refuses_the_dev_setting(command: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
     env["REFUNDFLOW_DEV_BUSINESS_DAY_SECONDS"] = "20"
     done = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "refundflow"), "worker"],
+        [os.path.join(os.path.dirname(sys.executable), "refundflow"), *command],
         env=env,
         capture_output=True,
         text=True,
