@@ -153,7 +153,13 @@ class RefundActivities:
     def record_transition(self, inp: TransitionInput) -> None:
         with session_scope(self.engine) as session:
             row = session.get(RefundRow, inp.refund_id)
-            if row is not None and row.status != inp.status.value:
+            # An Update's entry and the run loop's may reach the database in either order: the
+            # row keeps the status of the run's latest entry.
+            if (
+                row is not None
+                and row.status != inp.status.value
+                and not _later_recorded(session, inp)
+            ):
                 row.status = inp.status.value
                 row.updated_at = inp.at
                 session.add(row)
@@ -426,6 +432,11 @@ def _already_recorded(session: Session, inp: TransitionInput) -> bool:
         AuditEventRow.refund_id == inp.refund_id, AuditEventRow.kind == inp.kind
     )
     return any(data.get("seq") == inp.seq for data in session.exec(statement).all())
+
+
+def _later_recorded(session: Session, inp: TransitionInput) -> bool:
+    statement = select(AuditEventRow.data).where(AuditEventRow.refund_id == inp.refund_id)
+    return any(int(data.get("seq", -1)) > inp.seq for data in session.exec(statement).all())
 
 
 def _policy(session: Session, row: RefundRow) -> Policy:
