@@ -21,6 +21,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Register
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from refundflow.crypto import KeyringError
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import alembic_config, current
 from refundflow.db.models import PolicyRow
@@ -214,6 +215,17 @@ def provider_finding(settings: Settings) -> Finding:
     disabled = ", ".join(route.value for route in settings.disabled_routes) or "none"
     configured = ", ".join(sorted(settings.providers)) or "none"
     return Finding("providers", Outcome.OK, f"{configured}; disabled: {disabled}")
+
+
+def encryption_finding(settings: Settings) -> Finding:
+    """The keys that seal secrets at rest: a worker does not start without them."""
+    try:
+        keyring = settings.keyring()
+    except KeyringError as exc:
+        return Finding("encryption keys", Outcome.PROBLEM, exc.message)
+    return Finding(
+        "encryption keys", Outcome.OK, f"{len(keyring.keys)} key(s), sealing with {keyring.current}"
+    )
 
 
 def notification_finding(settings: Settings) -> Finding:

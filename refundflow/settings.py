@@ -7,10 +7,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from refundflow.crypto import Keyring, MissingKey, read_keyring_file
 from refundflow.domain.orders import PaymentMethod
+
+KEYRING_FILE = "encryption.keys"
+
+
+class DevOnlySetting(Exception):
+    """A setting meant for ``refundflow dev`` reached another process."""
+
+    code = "dev_only_setting"
 
 
 class Settings(BaseSettings):
@@ -76,6 +85,17 @@ class Settings(BaseSettings):
     ``REFUNDFLOW_NOTIFY='{"smtp_host": "mail.example.com", "smtp_port": 587, "smtp_starttls":
     true, "mail_from": "refunds@example.com"}'``. Email and SMS are off until configured."""
 
+    encryption_keys: SecretStr | None = None
+    """The keys that seal secrets at rest (merchants' webhook secrets):
+    ``<key id>:<base64 of 32 bytes>`` entries, comma-separated, the current key first."""
+    encryption_keys_file: Path | None = None
+    """The same keys in a file only its owner can read, one per line; by default
+    ``<data_dir>/encryption.keys`` (which ``refundflow dev`` writes)."""
+
+    dev_business_day_seconds: int | None = Field(default=None, ge=1)
+    """``refundflow dev`` only: a business day of arrival windows lasts this many seconds, so a
+    delayed refund's notice comes within minutes. Every other process refuses it."""
+
     build_id: str | None = None
     """This worker's build (e.g. the git commit or image tag). Set, it turns Worker Versioning on:
     the worker polls as version ``<deployment_name>.<build_id>`` and gets work only once that
@@ -108,6 +128,30 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'refundflow.db'}"
+
+    def refuse_dev_only(self) -> None:
+        """:class:`DevOnlySetting` when a dev-stack setting is set (workers call this)."""
+        if self.dev_business_day_seconds is not None:
+            raise DevOnlySetting(
+                "REFUNDFLOW_DEV_BUSINESS_DAY_SECONDS is for `refundflow dev` only (it shortens"
+                " every refund's arrival window); unset it"
+            )
+
+    def keyring(self) -> Keyring:
+        """The encryption keys, or :class:`MissingKey` saying where they were looked for."""
+        if self.encryption_keys is not None:
+            return Keyring.parse(
+                self.encryption_keys.get_secret_value(), source="REFUNDFLOW_ENCRYPTION_KEYS"
+            )
+        path = self.encryption_keys_file or self.data_dir / KEYRING_FILE
+        try:
+            return read_keyring_file(path)
+        except MissingKey:
+            raise MissingKey(
+                f"no encryption keys: set REFUNDFLOW_ENCRYPTION_KEYS or"
+                f" REFUNDFLOW_ENCRYPTION_KEYS_FILE (nothing at {path});"
+                " `refundflow secrets new-key` makes a key"
+            ) from None
 
 
 SECRETS_DIR = Path("/run/secrets")

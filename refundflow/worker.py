@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
@@ -28,10 +30,13 @@ from refundflow.activities.decisions import all_decisions
 from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.connection import connect, describe_target
+from refundflow.crypto import Keyring, KeyringError
+from refundflow.db.engine import session_scope
+from refundflow.db.repository import reseal_webhook_secrets
 from refundflow.deployment import deployment_config, watch_until_current
 from refundflow.logs import configure_logging
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import Settings, describe_invalid, get_settings
+from refundflow.settings import DevOnlySetting, Settings, describe_invalid, get_settings
 from refundflow.tracing import configure_exporter, instrument
 from refundflow.workflows.outbox import SCHEDULE_ID, OutboxSweepWorkflow, ensure_outbox_schedule
 from refundflow.workflows.refund import RefundWorkflow
@@ -99,16 +104,18 @@ def build_worker(
     notify: NotifyActivities | None = None,
     deployment: WorkerDeploymentConfig | None = None,
     tuning: WorkerTuning = WorkerTuning(),
+    decisions: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
     """``notify`` delivers the outbox; without it, only merchant webhooks (configured per
     merchant in the database) go out, which is what tests without mail servers want.
-    ``deployment`` makes it a versioned worker (``refundflow.deployment.deployment_config``)."""
+    ``deployment`` makes it a versioned worker (``refundflow.deployment.deployment_config``).
+    ``decisions`` replaces the decision activities (the dev stack's fast follow-up)."""
     notify = notify or NotifyActivities.from_config(activities.engine, NotifyConfig())
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[*activities.all(), *notify.all(), *all_decisions()],
+        activities=[*activities.all(), *notify.all(), *(decisions or all_decisions())],
         # Database steps are plain functions: one thread each, whether they run as local or
         # remote activities, and a few spare for the decisions.
         activity_executor=ThreadPoolExecutor(
@@ -123,16 +130,33 @@ def build_worker(
     )
 
 
+def open_keyring(settings: Settings, engine: Engine) -> Keyring:
+    """The encryption keys (:class:`refundflow.crypto.KeyringError` without usable ones), with
+    every merchant webhook secret sealed under the current key: plaintext ones from before
+    secrets were sealed, and those of a key being rotated out."""
+    keyring = settings.keyring()
+    with session_scope(engine) as session:
+        resealed = reseal_webhook_secrets(session, keyring=keyring)
+    if resealed:
+        log.info("sealed %d merchant webhook secret(s) with key %s", resealed, keyring.current)
+    return keyring
+
+
 async def run(settings: Settings | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; then activities running get the graceful-shutdown time
     to finish, and what they leave Temporal hands to the next worker."""
     settings = settings or get_settings()
+    settings.refuse_dev_only()
     configure_logging(settings.log_format, settings.log_level)
     configure_exporter(settings)
-    client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
     activities = RefundActivities.from_settings(settings)
+    # Before connecting: a worker without its keys stops at once, saying so.
+    keyring = open_keyring(settings, activities.engine)
+    client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
     instrument(settings, engine=activities.engine)
-    notify = NotifyActivities.from_config(activities.engine, NotifyConfig(**settings.notify))
+    notify = NotifyActivities.from_config(
+        activities.engine, NotifyConfig(**settings.notify), keyring=keyring
+    )
     deployment = deployment_config(settings)
     worker = build_worker(
         client,
@@ -184,7 +208,10 @@ def main() -> None:
         settings = get_settings()
     except ValidationError as exc:
         raise SystemExit(f"refundflow worker: invalid settings: {describe_invalid(exc)}") from None
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except (KeyringError, DevOnlySetting) as exc:
+        raise SystemExit(f"refundflow worker: {exc.code}: {exc}") from None
 
 
 if __name__ == "__main__":

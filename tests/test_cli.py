@@ -96,3 +96,31 @@ def test_keys_create_needs_a_name_and_a_valid_merchant_id(tmp_path: Path) -> Non
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("rf_")
+
+
+def test_commands_that_need_the_encryption_keys_stop_without_them(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
+    env["REFUNDFLOW_DATA_DIR"] = str(tmp_path)
+    env["REFUNDFLOW_SANDBOX"] = "true"  # every route paid, so only the keys are missing
+    for command in (("worker",), ("merchants", "webhook", "--merchant", "m", "--url", "off")):
+        result = run(*command, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error missing_encryption_key: no encryption keys")
+        assert result.stderr.count("\n") == 1 and str(tmp_path) in result.stderr
+
+
+def test_merchant_webhook_secret_is_printed_once_and_stored_sealed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
+    env["REFUNDFLOW_ENCRYPTION_KEYS"] = run("secrets", "new-key", "--key-id", "k1").stdout.strip()
+    env["REFUNDFLOW_DATA_DIR"] = str(tmp_path)
+    assert run("db", "upgrade", env=env).returncode == 0
+    created = run(
+        "keys", "create", "--merchant", "m", "--name", "shop", "--create-merchant", env=env
+    )
+    assert created.returncode == 0, created.stderr
+    hooked = run("merchants", "webhook", "--merchant", "m", "--url", "https://m.example", env=env)
+    assert hooked.returncode == 0, hooked.stderr
+    secret = hooked.stdout.strip()
+    assert secret.startswith("rfwh_")
+    stored = [f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("refundflow.db")]
+    assert stored and not any(secret.encode() in content for content in stored)

@@ -15,6 +15,8 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from refundflow.crypto import new_key_entry
+
 BIN = Path(sys.executable).parent
 PROVIDERS: dict[str, dict[str, str]] = {
     name: {} for name in ("alipay", "wechat", "stripe", "paypal", "bank_transfer")
@@ -53,6 +55,7 @@ async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path)
         out = bad.stdout
         assert "no provider for alipay" in out and "REFUNDFLOW_DISABLED_ROUTES" in out
         assert "no customer channel" in out
+        assert "no encryption keys: set REFUNDFLOW_ENCRYPTION_KEYS" in out
         assert "at nothing, head is" in out  # the database was never migrated
         assert "RefundStatus" in out and "missing: run `refundflow setup`" in out
 
@@ -65,6 +68,7 @@ async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path)
         configured = base | {
             "REFUNDFLOW_PROVIDERS": json.dumps(PROVIDERS),
             "REFUNDFLOW_NOTIFY": json.dumps({"smtp_host": "mail.example.com"}),
+            "REFUNDFLOW_ENCRYPTION_KEYS": new_key_entry("2026-12"),
         }
         good = refundflow("check", env=configured)
         assert good.returncode == 0, good.stdout + good.stderr

@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from refundflow.activities.contracts import DeliverInput, DeliverResult, SweepInput, SweepResult
+from refundflow.activities.retries import retry_later
+from refundflow.crypto import Keyring
 from refundflow.notify.config import NotifyConfig, build_dispatcher
 from refundflow.notify.dispatcher import NotificationDispatcher
 
@@ -30,8 +31,10 @@ class NotifyActivities:
         self.dispatcher = dispatcher
 
     @classmethod
-    def from_config(cls, engine: Engine, config: NotifyConfig) -> NotifyActivities:
-        return cls(build_dispatcher(engine, config))
+    def from_config(
+        cls, engine: Engine, config: NotifyConfig, *, keyring: Keyring | None = None
+    ) -> NotifyActivities:
+        return cls(build_dispatcher(engine, config, keyring=keyring))
 
     async def aclose(self) -> None:
         await self.dispatcher.aclose()
@@ -45,11 +48,13 @@ class NotifyActivities:
         report = await self.dispatcher.deliver_refund(inp.refund_id, final=final)
         if report.pending and not final:
             # Rows another sender holds count too: if that sender died, its lease runs out
-            # and a later attempt here delivers them.
-            raise ApplicationError(
+            # and a later attempt here delivers them. Only a failed channel is worth a warning.
+            raise retry_later(
+                log,
                 f"{report.pending} notice(s) of {inp.refund_id} not delivered yet: "
                 + ("; ".join(report.errors) or f"{report.held} held by another sender"),
-                type="notifications_pending",
+                error_type="notifications_pending",
+                level=logging.WARNING if report.errors else logging.INFO,
             )
         return DeliverResult(sent=report.sent, failed=report.failed, pending=report.pending)
 

@@ -10,6 +10,7 @@ the same one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from refundflow.activities.contracts import (
     ReviewResult,
     TransitionInput,
 )
+from refundflow.activities.retries import retry_later
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import AuditEventRow, RefundRow
 from refundflow.db.repository import (
@@ -70,6 +72,8 @@ from refundflow.gateways.base import (
     PayoutResult,
 )
 from refundflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class RefundActivities:
@@ -149,7 +153,13 @@ class RefundActivities:
     def record_transition(self, inp: TransitionInput) -> None:
         with session_scope(self.engine) as session:
             row = session.get(RefundRow, inp.refund_id)
-            if row is not None and row.status != inp.status.value:
+            # An Update's entry and the run loop's may reach the database in either order: the
+            # row keeps the status of the run's latest entry.
+            if (
+                row is not None
+                and row.status != inp.status.value
+                and not _later_recorded(session, inp)
+            ):
                 row.status = inp.status.value
                 row.updated_at = inp.at
                 session.add(row)
@@ -333,6 +343,16 @@ class RefundActivities:
     # ----------------------------------------------------------------- gateways
     @activity.defn
     async def send_payout(self, call: PayoutCall) -> PayoutResult:
+        try:
+            return await self._send(call)
+        except GatewayTimeout as exc:
+            what = f"payout {call.record.key}: outcome unknown, asked before any resend: {exc}"
+            raise retry_later(log, what, error_type="GatewayTimeout") from exc
+        except GatewayError as exc:
+            what = f"payout {call.record.key}: provider refused for now: {exc}"
+            raise retry_later(log, what, error_type="GatewayError") from exc
+
+    async def _send(self, call: PayoutCall) -> PayoutResult:
         instruction = call.instruction()
         gateway = self._gateway(instruction.route)
         sent_before = await asyncio.to_thread(self._sent_before, call.record.key)
@@ -346,16 +366,15 @@ class RefundActivities:
         if refused is not None:
             code, message = refused
             return PayoutResult(status=PayoutStatus.FAILED_PERMANENT, code=code, message=message)
-        try:
-            return await gateway.refund(instruction)
-        except GatewayTimeout as exc:
-            raise ApplicationError(f"outcome unknown: {exc}", type="GatewayTimeout") from exc
-        except GatewayError as exc:
-            raise ApplicationError(f"provider refused for now: {exc}", type="GatewayError") from exc
+        return await gateway.refund(instruction)
 
     @activity.defn
     async def query_payout(self, call: PayoutCall) -> PayoutResult:
-        return await self._gateway(call.record.route).query(call.instruction())
+        try:
+            return await self._gateway(call.record.route).query(call.instruction())
+        except GatewayError as exc:
+            what = f"payout {call.record.key}: provider did not answer the query: {exc}"
+            raise retry_later(log, what, error_type="GatewayError") from exc
 
     def _sent_before(self, payout_key: str) -> bool:
         with session_scope(self.engine, readonly=True) as session:
@@ -420,6 +439,11 @@ def _already_recorded(session: Session, inp: TransitionInput) -> bool:
         AuditEventRow.refund_id == inp.refund_id, AuditEventRow.kind == inp.kind
     )
     return any(data.get("seq") == inp.seq for data in session.exec(statement).all())
+
+
+def _later_recorded(session: Session, inp: TransitionInput) -> bool:
+    statement = select(AuditEventRow.data).where(AuditEventRow.refund_id == inp.refund_id)
+    return any(int(data.get("seq", -1)) > inp.seq for data in session.exec(statement).all())
 
 
 def _policy(session: Session, row: RefundRow) -> Policy:

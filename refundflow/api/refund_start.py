@@ -36,6 +36,7 @@ from refundflow.db.repository import (
     release_idempotency_key,
 )
 from refundflow.domain.calculation import compute_quote
+from refundflow.domain.money import FxRate
 from refundflow.domain.orders import OrderSnapshot, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY
 from refundflow.domain.quote import Quote
@@ -46,7 +47,8 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
 def refund_request(body: api.RefundCreate, *, requested_by: str) -> RefundRequest:
     """The domain request: the body, attributed to the API key's owner."""
-    return RefundRequest.parse({**body.model_dump(mode="json"), "requested_by": requested_by})
+    fields = body.model_dump(mode="json", exclude={"fx_rate"})
+    return RefundRequest.parse({**fields, "requested_by": requested_by})
 
 
 def merchant_order(session: Session, *, merchant_id: str, order_id: str) -> OrderSnapshot:
@@ -56,16 +58,22 @@ def merchant_order(session: Session, *, merchant_id: str, order_id: str) -> Orde
     return order
 
 
-def quote_request(session: Session, *, merchant_id: str, request: RefundRequest) -> Quote:
+def quote_request(
+    session: Session, *, merchant_id: str, request: RefundRequest, fx_rate: FxRate | None = None
+) -> Quote:
     """What ``request`` would pay now; bad input and nothing left raise their codes."""
     order = merchant_order(session, merchant_id=merchant_id, order_id=request.order_id)
     policy = latest_policy(session, merchant_id=merchant_id) or DEFAULT_POLICY
     priors = prior_refunds(session, merchant_id=merchant_id, order_id=order.order_id)
-    return compute_quote(order=order, request=request, policy=policy, prior_refunds=priors)
+    return compute_quote(
+        order=order, request=request, policy=policy, prior_refunds=priors, fx_rate=fx_rate
+    )
 
 
-def request_digest(request: RefundRequest) -> str:
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+def request_digest(request: RefundRequest, fx_rate: FxRate | None = None) -> str:
+    # A request without a rate hashes as it always has; with one, the rate is part of it.
+    rate = fx_rate.model_dump_json() if fx_rate else ""
+    return hashlib.sha256((request.model_dump_json() + rate).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class RefundStart:
     merchant_id: str
     key: str
     request: RefundRequest
+    fx_rate: FxRate | None = None
 
     @property
     def refund_id(self) -> str:
@@ -90,7 +99,7 @@ class RefundStart:
 
     @property
     def digest(self) -> str:
-        return request_digest(self.request)
+        return request_digest(self.request, self.fx_rate)
 
 
 async def start_once(
@@ -114,6 +123,7 @@ async def start_once(
         merchant_id=start.merchant_id,
         order_id=claimed.order.order_id,
         request=start.request,
+        fx_rate=start.fx_rate,
     )
     try:
         await start_refund(
@@ -149,14 +159,16 @@ def _claim(start: RefundStart, engine: Engine) -> dict[str, Any] | _ToStart:
             # A first attempt started the run, which wrote its refund, but its answer was
             # never recorded (the API process died, or the claim was released).
             stored = RefundRequest.model_validate(existing.request)
-            if request_digest(stored) != start.digest:
+            if request_digest(stored, start.fx_rate) != start.digest:
                 raise ApiError(
                     422, "idempotency_key_reused", "this key was used for another request"
                 )
             answer = api.RefundPublic.from_row(existing).model_dump(mode="json")
             _record(session, start, answer)
             return answer
-        quote = quote_request(session, merchant_id=start.merchant_id, request=start.request)
+        quote = quote_request(
+            session, merchant_id=start.merchant_id, request=start.request, fx_rate=start.fx_rate
+        )
         order = merchant_order(
             session, merchant_id=start.merchant_id, order_id=start.request.order_id
         )

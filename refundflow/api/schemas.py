@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from refundflow.api import examples
 from refundflow.api.examples import schema_examples
 from refundflow.db.models import RefundRow
+from refundflow.domain.money import FxRate
 from refundflow.domain.orders import OrderSnapshotBody, RefundRequestBody
 from refundflow.domain.quote import Quote
 from refundflow.domain.states import (
@@ -95,6 +96,10 @@ class RefundCreate(RefundRequestBody):
     """A refund as the client asks for it; who asks is the API key's owner."""
 
     model_config = ConfigDict(json_schema_extra=schema_examples(examples.REFUND))
+
+    fx_rate: FxRate | None = None
+    """The rate a payout in another currency than the order's (a bank account in another
+    currency) is converted at, with its source (the policy's ``fx_rate_source``) and time."""
 
 
 class RefundPublic(_Out):

@@ -19,6 +19,7 @@ from refundflow.cluster import (
     Outcome,
     create_namespace,
     database_findings,
+    encryption_finding,
     namespace_finding,
     notification_finding,
     provider_finding,
@@ -89,7 +90,11 @@ async def _setup(settings: Settings, *, create_with_retention: timedelta | None)
 
 async def _check(settings: Settings) -> list[Finding]:
     findings = database_findings(settings)
-    findings += [provider_finding(settings), notification_finding(settings)]
+    findings += [
+        provider_finding(settings),
+        notification_finding(settings),
+        encryption_finding(settings),
+    ]
     client = await _client(settings, findings)
     if client is None:
         return findings

@@ -12,12 +12,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from refundflow.cli.dev import ADMIN_KEY_FILE
-from refundflow.cli.remote import Api, _die
+from refundflow.cli.remote import Api, dev_admin_key
+from refundflow.domain.money import format_minor
 from refundflow.gateways.simulators.dev import never_settle
 from refundflow.workflows.client import refund_id_for
 
 console = Console()
+_CNY_ACCOUNT = {
+    "holder_name": "Li Lei",
+    "account_number": "6222020200112233",
+    "bank_name": "ICBC",
+    "bank_code": "ICBKCNBJ",
+    "country": "CN",
+    "currency": "CNY",
+}
 # Each provider's own id shape (Stripe refunds a PaymentIntent).
 _TXN_PREFIX = {"card": "pi_", "stripe": "pi_", "alipay": "2026", "wechat": "4200"}
 
@@ -103,9 +111,23 @@ def scenarios() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
         ),
         (
             "international",
-            "a US customer paid in USD through PayPal",
+            "paid in USD through PayPal, refunded in CNY to a Chinese bank account at a"
+            " recorded rate, with the policy's cross-border fee",
             _order(method="paypal", amount=12000, currency="USD", country="US"),
-            {**everything, "reason": "CHANGED_MIND", "contact": {"email": "b@example.com"}},
+            {
+                **everything,
+                "reason": "CHANGED_MIND",
+                "destination": {"kind": "BANK_TRANSFER", "bank_account": _CNY_ACCOUNT},
+                # The default policy takes rates from source "manual": the shop's own.
+                "fx_rate": {
+                    "base": "USD",
+                    "quote": "CNY",
+                    "rate": "7.1234",
+                    "source": "manual",
+                    "as_of": datetime.now(UTC).isoformat(),
+                },
+                "contact": {"email": "b@example.com"},
+            },
         ),
         (
             "delayed",
@@ -114,17 +136,7 @@ def scenarios() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
             {
                 **everything,
                 "reason": "CHANGED_MIND",
-                "destination": {
-                    "kind": "BANK_TRANSFER",
-                    "bank_account": {
-                        "holder_name": "Li Lei",
-                        "account_number": "6222020200112233",
-                        "bank_name": "ICBC",
-                        "bank_code": "ICBKCNBJ",
-                        "country": "CN",
-                        "currency": "CNY",
-                    },
-                },
+                "destination": {"kind": "BANK_TRANSFER", "bank_account": _CNY_ACCOUNT},
                 **zh,
             },
         ),
@@ -132,12 +144,7 @@ def scenarios() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
 
 
 def run_demo(api_url: str, key: str, data_dir: Path) -> None:
-    if not key:
-        path = data_dir / ADMIN_KEY_FILE
-        if not path.exists():
-            _die("missing_key", f"no --key and no {path}: is `refundflow dev` running?")
-        key = path.read_text().strip()
-    api = Api(api_url, key)
+    api = Api(api_url, dev_admin_key(key, data_dir))
     run = uuid.uuid4().hex[:6]
     started: list[tuple[str, str, str]] = []
     for name, what, order, request in scenarios():
@@ -160,13 +167,47 @@ def run_demo(api_url: str, key: str, data_dir: Path) -> None:
     table = Table("scenario", "refund", "status", "what happens")
     for column in table.columns[:3]:
         column.no_wrap = True
+    refunds = {name: api.call("GET", f"/v1/refunds/{rid}") for name, _, rid in started}
     for name, what, refund_id in started:
-        status = api.call("GET", f"/v1/refunds/{refund_id}")["status"]
-        table.add_row(name, refund_id, status, what)
+        due = _delay_notice_due(refunds[name]) if name == "delayed" else ""
+        table.add_row(name, refund_id, refunds[name]["status"], what + due)
     console.print(table)
+    conversion = _conversion(refunds["international"])
+    if conversion:
+        console.print(conversion, markup=False, soft_wrap=True)
     console.print(
         "Follow them in the Temporal UI (filter: RefundMerchant and RefundStatus), with\n"
         "`refundflow refunds show <refund>`, and approve with an approver key:\n"
         "  refundflow keys create --merchant demo --role approver --name alice\n"
-        "  refundflow approve <refund> --key <that key>"
+        "  refundflow approve <refund> --key <that key>",
+        markup=False,
+    )
+
+
+def _delay_notice_due(refund: dict[str, Any]) -> str:
+    """When the customer of a refund waiting for its money is told it is late."""
+    ends = (refund.get("live") or {}).get("window_ends_at")
+    if refund["status"] != "AWAITING_FUNDS" or not ends:
+        return ""
+    due = datetime.fromisoformat(ends)
+    if due - datetime.now(UTC) < timedelta(hours=1):  # the dev stack's fast follow-up
+        return f" at {due.astimezone().strftime('%H:%M:%S')}"
+    return (
+        f" on {due.date().isoformat()} (start `refundflow dev --business-day-seconds 20` to see"
+        " it within minutes)"
+    )
+
+
+def _conversion(refund: dict[str, Any]) -> str:
+    quote = refund.get("quote") or {}
+    fx = quote.get("fx")
+    if not fx:
+        return ""
+    rate, source, target = fx["rate"], fx["from_currency"], fx["to_currency"]
+    return (
+        f"international: {format_minor(quote['total'], source)} converted at {rate['rate']}"
+        f" {rate['base']}/{rate['quote']} ({rate['source']}, {rate['as_of'][:19]}) ="
+        f" {format_minor(fx['converted_total'], target)}; cross-border fee"
+        f" {format_minor(fx['cross_border_fee'], target)} borne by {fx['fee_bearer'].lower()};"
+        f" paid out {format_minor(quote['payout_total'], target)}"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from refundflow.cli.output import console, die, say_error
 from refundflow.settings import Settings, describe_invalid, get_settings
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 
     from refundflow.deployment import DeploymentRouting
     from refundflow.replay import ReplayReport
-
-console = Console()
-err_console = Console(stderr=True)
 
 deploy_app = typer.Typer(
     help="Worker Versioning: which build of the worker Temporal sends refund runs to.",
@@ -43,17 +41,12 @@ DeploymentOption = Annotated[
 ]
 
 
-def _die(code: str, detail: str) -> NoReturn:
-    err_console.print(f"[red]error[/red] [bold]{code}[/bold]: {detail}", highlight=False)
-    raise typer.Exit(code=2)
-
-
 def settings_or_exit() -> Settings:
     """The environment's settings, or a one-line reason and exit status 2."""
     try:
         return get_settings()
     except ValidationError as exc:
-        _die("invalid_settings", describe_invalid(exc))
+        die("invalid_settings", describe_invalid(exc))
 
 
 async def _connect(settings: Settings) -> Client:
@@ -62,9 +55,9 @@ async def _connect(settings: Settings) -> Client:
     try:
         return await connect(settings)
     except ConnectionSettingsError as exc:
-        _die("invalid_settings", str(exc))
+        die("invalid_settings", str(exc))
     except RuntimeError as exc:  # the SDK reports an unreachable server this way
-        _die("unreachable", f"{describe_target(settings)}: {exc}")
+        die("unreachable", f"{describe_target(settings)}: {exc}")
 
 
 # ---- refundflow replay
@@ -117,7 +110,7 @@ async def check_replay(
         report = await replay_runs(client, query=query, workflows=workflows, limit=limit)
     except RPCError as exc:  # listing failed; a single run's history failing is in the table
         code = "bad_query" if exc.status is RPCStatusCode.INVALID_ARGUMENT else "temporal_error"
-        err_console.print(f"[red]error[/red] [bold]{code}[/bold]: {exc.message}", highlight=False)
+        say_error(code, exc.message)
         return 2
     _print_report(report, out)
     return 1 if report.failures else 0
@@ -157,10 +150,10 @@ def _version_from(
 ) -> tuple[str, str]:
     build = build_id or settings.build_id
     if not build:
-        _die("missing_build_id", "pass --build-id or set REFUNDFLOW_BUILD_ID")
+        die("missing_build_id", "pass --build-id or set REFUNDFLOW_BUILD_ID")
     name = deployment or settings.deployment_name
     if "." in name:
-        _die("invalid_deployment_name", f"{name!r}: a deployment name contains no '.'")
+        die("invalid_deployment_name", f"{name!r}: a deployment name contains no '.'")
     return name, build
 
 
@@ -183,7 +176,7 @@ def promote(build_id: BuildIdOption = None, deployment: DeploymentOption = None)
         try:
             return await make_current(client, version=version)
         except RPCError as exc:
-            _die("not_promoted", exc.message)
+            die("not_promoted", exc.message)
 
     previous = asyncio.run(main())
     before = f"build {previous}" if previous else "unversioned workers"
@@ -203,7 +196,7 @@ def status(deployment: DeploymentOption = None) -> None:
 
     routing = asyncio.run(main())
     if routing is None:
-        _die("no_deployment", f"{name}: no versioned worker of it has polled this namespace")
+        die("no_deployment", f"{name}: no versioned worker of it has polled this namespace")
     current = routing.current_build_id or "none (unversioned workers get the work)"
     console.print(f"deployment {name}: current build {current}", highlight=False)
     if routing.ramping_build_id:

@@ -17,31 +17,43 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from aiosmtpd.controller import Controller
 from rich.console import Console
-from rich.panel import Panel
 from sqlalchemy import Engine
 from temporalio.client import Client
 
 from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
+from refundflow.cli.dev_clock import fast_decisions
+from refundflow.cli.dev_guards import (
+    DevStackRefused,
+    PortUse,
+    TemporalPidFile,
+    busy_ports,
+    data_dir_lock,
+    make_private,
+    ports_refusal,
+    write_private,
+)
+from refundflow.cli.output import die
+from refundflow.cli.remote import ADMIN_KEY_FILE
 from refundflow.connection import connect
+from refundflow.crypto import create_keyring_file
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
 from refundflow.gateways.registry import build_gateways
 from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import Settings
-from refundflow.worker import build_worker
+from refundflow.settings import KEYRING_FILE, Settings
+from refundflow.worker import build_worker, open_keyring
 from refundflow.workflows.search_attributes import dev_server_flags
-
-ADMIN_KEY_FILE = "admin.key"
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,16 @@ class DevPorts:
     ui: int = 8233
     simulators: int = 8090
     smtp: int = 8025
+
+    def uses(self) -> list[PortUse]:
+        """Every port the stack binds, with the option that changes it."""
+        return [
+            PortUse(self.api, "--api-port"),
+            PortUse(self.temporal, "--temporal-port"),
+            PortUse(self.ui, "--ui-port"),
+            PortUse(self.simulators, "--sim-port"),
+            PortUse(self.smtp, "--smtp-port"),
+        ]
 
 
 def temporal_binary() -> str:
@@ -64,9 +86,9 @@ def temporal_binary() -> str:
     return found
 
 
-def admin_key(engine: Engine, data_dir: Path, merchant: str) -> tuple[str, bool]:
-    """The dev admin key: reused from the data folder while it is valid, else a new one
-    (kept in a file only the user can read, since the database keeps only its hash)."""
+def ensure_admin_key(engine: Engine, data_dir: Path, merchant: str) -> bool:
+    """The dev admin key in the data folder: reused while it is valid, else a new one (kept in
+    a file only the user can read, since the database keeps only its hash). True if new."""
     path = data_dir / ADMIN_KEY_FILE
     with session_scope(engine) as session:
         if get_merchant(session, merchant_id=merchant) is None:
@@ -74,11 +96,10 @@ def admin_key(engine: Engine, data_dir: Path, merchant: str) -> tuple[str, bool]
         if path.exists():
             token = path.read_text().strip()
             if verify_api_key(session, token=token) is not None:
-                return token, False
+                return False
         _, token = create_api_key(session, merchant_id=merchant, name="dev-admin", role="admin")
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token, True
+    write_private(path, token + "\n")
+    return True
 
 
 class MailFolder:
@@ -87,13 +108,16 @@ class MailFolder:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         to = "_".join(envelope.rcpt_tos)[:80].replace("/", "_")
         name = f"{stamp}-{uuid.uuid4().hex[:6]}-{to}.eml"
-        (self.folder / name).write_bytes(envelope.original_content or b"")
+        # A customer's address, amounts and bank details: for the developer's eyes only.
+        descriptor = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(envelope.original_content or b"")
         return "250 OK: kept in the dev mail folder"
 
 
@@ -105,9 +129,11 @@ class DevStack:
         ports: DevPorts = DevPorts(),
         host: str = "127.0.0.1",
         merchant: str = "demo",
+        business_day: timedelta | None = None,
         console: Console | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self.business_day = business_day
         self.ports = ports
         self.host = host
         self.merchant = merchant
@@ -116,6 +142,10 @@ class DevStack:
             data_dir=self.data_dir,
             temporal_address=f"{host}:{ports.temporal}",
             database_url=None,
+            # The data folder's own keys, whatever the shell exports.
+            encryption_keys=None,
+            encryption_keys_file=self.data_dir / KEYRING_FILE,
+            dev_business_day_seconds=int(business_day.total_seconds()) if business_day else None,
             notify={
                 "smtp_host": host,
                 "smtp_port": ports.smtp,
@@ -128,45 +158,77 @@ class DevStack:
         self._stop.set()
 
     async def run(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(self.settings.resolved_database_url)
-        engine = make_engine(self.settings.resolved_database_url)
-        temporal = await self._start_temporal()
-        try:
-            client = await self._connect()
-            providers = DevProviders(
-                self.data_dir,
-                port=self.ports.simulators,
-                host=self.host,
-                api_url=f"http://{self.host}:{self.ports.api}",
-            )
-            await providers.start()
-            mail = Controller(
-                MailFolder(self.data_dir / "mail"), hostname=self.host, port=self.ports.smtp
-            )
-            mail.start()
+        """Start everything, serve until :meth:`stop`, stop everything in order.
+        :class:`DevStackRefused` when the stack cannot start here (before anything started)."""
+        make_private(self.data_dir)
+        with data_dir_lock(self.data_dir):
+            temporal_pid = TemporalPidFile(self.data_dir)
+            orphan = temporal_pid.stop_orphan()
+            if orphan is not None:
+                self._say(
+                    f"stopped the Temporal server (pid {orphan}) an earlier `refundflow dev` of"
+                    f" {self.data_dir} left running"
+                )
+            busy = busy_ports(self.host, self.ports.uses())
+            if busy:
+                raise ports_refusal(busy)
+            if not (self.data_dir / KEYRING_FILE).exists():
+                create_keyring_file(self.data_dir / KEYRING_FILE, key_id="dev-1")
+            upgrade(self.settings.resolved_database_url)
+            engine = make_engine(self.settings.resolved_database_url)
+            temporal = await self._start_temporal()
+            temporal_pid.record(temporal.pid)
             try:
-                await self._serve(client, engine, providers)
+                await self._with_temporal(engine)
             finally:
-                mail.stop()
-                await providers.stop()
+                await _terminate(temporal)
+                temporal_pid.clear()
+                engine.dispose()
+
+    async def _with_temporal(self, engine: Engine) -> None:
+        client = await self._connect()
+        providers = DevProviders(
+            self.data_dir,
+            port=self.ports.simulators,
+            host=self.host,
+            api_url=f"http://{self.host}:{self.ports.api}",
+        )
+        await providers.start()
+        mail = Controller(
+            MailFolder(self.data_dir / "mail"), hostname=self.host, port=self.ports.smtp
+        )
+        mail.start()
+        try:
+            await self._serve(client, engine, providers)
         finally:
-            await _terminate(temporal)
-            engine.dispose()
+            mail.stop()
+            await providers.stop()
+
+    def _say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     async def _serve(self, client: Client, engine: Engine, providers: DevProviders) -> None:
         settings = self.settings.model_copy(update={"providers": providers.configs})
         gateways = build_gateways(settings, engine)
         activities = RefundActivities(engine, gateways)
-        notify = NotifyActivities.from_config(engine, NotifyConfig(**settings.notify))
-        worker = build_worker(client, activities, task_queue=settings.task_queue, notify=notify)
+        keyring = open_keyring(settings, engine)
+        notify = NotifyActivities.from_config(
+            engine, NotifyConfig(**settings.notify), keyring=keyring
+        )
+        worker = build_worker(
+            client,
+            activities,
+            task_queue=settings.task_queue,
+            notify=notify,
+            decisions=fast_decisions(self.business_day) if self.business_day else None,
+        )
         app = create_app(settings, engine=engine, temporal=client)
         use_gateways(app, gateways)
         config = uvicorn.Config(
             app, host=self.host, port=self.ports.api, log_level="warning", lifespan="off"
         )
         api = uvicorn.Server(config)
-        token, new = admin_key(engine, self.data_dir, self.merchant)
+        new = ensure_admin_key(engine, self.data_dir, self.merchant)
         async with worker:
             sweeper = asyncio.create_task(sweep_outbox(notify, every_s=60))
             serving = asyncio.create_task(api.serve())
@@ -174,9 +236,11 @@ class DevStack:
                 await asyncio.sleep(0.05)
             if serving.done():
                 sweeper.cancel()
-                await serving  # the port is taken, say so
-                return
-            self._banner(token, new)
+                # Taken between the check and the bind: uvicorn logged why and exited.
+                with contextlib.suppress(SystemExit):
+                    await serving
+                raise ports_refusal([self.ports.uses()[0]])
+            self._banner(new)
             stop = asyncio.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
             api.should_exit = True
@@ -184,7 +248,7 @@ class DevStack:
             stop.cancel()
             sweeper.cancel()
         await notify.aclose()
-        self.console.print("[green]stopped[/green]: the data stays in", str(self.data_dir))
+        self._say(f"stopped: the data stays in {self.data_dir}")
 
     async def _start_temporal(self) -> asyncio.subprocess.Process:
         log = (self.data_dir / "temporal.log").open("ab")
@@ -216,8 +280,9 @@ class DevStack:
             f" see {self.data_dir / 'temporal.log'}"
         )
 
-    def _banner(self, token: str, new: bool) -> None:
+    def _banner(self, new: bool) -> None:
         api = f"http://{self.host}:{self.ports.api}"
+        key_file = self.data_dir / ADMIN_KEY_FILE
         lines = [
             f"API           {api}  (OpenAPI: {api}/docs)",
             f"Temporal UI   http://{self.host}:{self.ports.ui}",
@@ -225,15 +290,24 @@ class DevStack:
             f"Simulators    http://{self.host}:{self.ports.simulators}"
             " (Alipay, WeChat Pay, Stripe, PayPal, bank)",
             f"Mail          smtp://{self.host}:{self.ports.smtp} -> {self.data_dir / 'mail'}",
-            f"Data          {self.data_dir}",
+            f"Data          {self.data_dir} (yours only: keys, customers' mail, ledgers)",
+            *(
+                [f"Follow-up     a business day lasts {self.business_day} (dev only)"]
+                if self.business_day
+                else []
+            ),
             "",
-            f"Admin key ({'new' if new else 'reused'}, merchant {self.merchant!r}; also in"
-            f" {self.data_dir / ADMIN_KEY_FILE}):",
-            token,
+            # The key is a secret and the file is private: a terminal's scrollback is not.
+            f"Admin key     {key_file} ({'new' if new else 'reused'}, merchant {self.merchant!r})",
+            f'              KEY=$(cat "{key_file}")',
             "",
             "Try: refundflow demo      Stop: Ctrl-C (refunds in flight resume on the next start)",
         ]
-        self.console.print(Panel("\n".join(lines), title="refundflow dev stack", expand=False))
+        # Plain lines, never wrapped: URLs, paths and the command are copied from here.
+        self.console.rule("refundflow dev stack")
+        for line in lines:
+            self._say(line)
+        self.console.rule()
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:
@@ -249,12 +323,27 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-def run_dev(data_dir: Path, ports: DevPorts, host: str, merchant: str) -> None:
+def run_dev(
+    data_dir: Path,
+    ports: DevPorts,
+    host: str,
+    merchant: str,
+    *,
+    business_day: timedelta | None = None,
+) -> None:
+    # Every file the stack and its Temporal server create is the user's alone.
+    os.umask(0o077)
+
     async def main() -> None:
-        stack = DevStack(data_dir, ports=ports, host=host, merchant=merchant)
+        stack = DevStack(
+            data_dir, ports=ports, host=host, merchant=merchant, business_day=business_day
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stack.stop)
         await stack.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except DevStackRefused as refused:
+        die(refused.code, refused.message)

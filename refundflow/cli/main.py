@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from refundflow.cli import cluster, deploy, remote
+from refundflow.cli.output import console, err_console, say_error
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import format_minor, to_major
@@ -28,10 +28,12 @@ keys_app = typer.Typer(help="API keys (run where the database is).", no_args_is_
 merchants_app = typer.Typer(
     help="Merchant settings (run where the database is).", no_args_is_help=True
 )
+secrets_app = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(merchants_app, name="merchants")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(remote.refunds_app, name="refunds")
 app.add_typer(remote.ops_app, name="ops")
 app.add_typer(deploy.deploy_app, name="deploy")
@@ -41,12 +43,9 @@ app.command()(cluster.check)
 app.command()(remote.approve)
 app.command()(remote.reject)
 
-console = Console()
-err_console = Console(stderr=True)
-
 
 def _fail(exc: DomainError) -> typer.Exit:
-    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+    say_error(exc.code, exc.message)
     return typer.Exit(code=2)
 
 
@@ -131,27 +130,50 @@ def merchants_webhook(
     ],
 ) -> None:
     """Send the merchant every refund event, signed (header Refundflow-Signature: t=..,v1=..,
-    HMAC-SHA256 over "{t}.{body}"). Prints the signing secret."""
+    HMAC-SHA256 over "{t}.{body}"). Prints the signing secret; the database keeps it sealed
+    with the encryption keys (REFUNDFLOW_ENCRYPTION_KEYS or REFUNDFLOW_ENCRYPTION_KEYS_FILE)."""
+    from refundflow.crypto import KeyringError
     from refundflow.db.engine import make_engine, session_scope
     from refundflow.db.repository import set_merchant_webhook
     from refundflow.settings import get_settings
 
-    engine = make_engine(get_settings().resolved_database_url)
+    settings = get_settings()
+    try:
+        keyring = settings.keyring()
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
+    engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(engine) as session:
-            row = set_merchant_webhook(
-                session, merchant_id=merchant, url=None if url == "off" else url
+            hook = set_merchant_webhook(
+                session, merchant_id=merchant, url=None if url == "off" else url, keyring=keyring
             )
-            secret = row.webhook_secret
-    except DomainError as exc:
-        raise _fail(exc) from None
+    except (DomainError, KeyringError) as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
     finally:
         engine.dispose()
-    if secret:
+    if hook is not None:
         err_console.print(f"merchant {merchant}: events go to {url}; signing secret:")
-        console.print(secret)
+        console.print(hook.secret, markup=False)
     else:
         err_console.print(f"merchant {merchant}: webhook off")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key(
+    key_id: Annotated[
+        str, typer.Option(help="Its id, stored with every value it seals (e.g. the date).")
+    ],
+) -> None:
+    """Print a new encryption key entry, '<key id>:<base64 key>'. Put it first in
+    REFUNDFLOW_ENCRYPTION_KEYS (comma-separated) or the keys file, keeping the older keys after
+    it: workers seal every secret again with it when they start."""
+    from refundflow.crypto import KeyringError, new_key_entry
+
+    try:
+        console.print(new_key_entry(key_id), markup=False)
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
 
 
 @app.command()
@@ -164,14 +186,26 @@ def dev(
     sim_port: Annotated[int, typer.Option(help="Provider simulators port.")] = 8090,
     smtp_port: Annotated[int, typer.Option(help="Dev mail server port.")] = 8025,
     merchant: Annotated[str, typer.Option(help="The merchant of the admin key.")] = "demo",
+    business_day_seconds: Annotated[
+        int | None,
+        typer.Option(
+            envvar="REFUNDFLOW_DEV_BUSINESS_DAY_SECONDS",
+            min=1,
+            help="Dev only: a business day of arrival windows lasts this many seconds, so a"
+            " delayed refund's notice comes within minutes. Off by default.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack: Temporal dev server (Web UI), worker, API, provider simulators."""
+    from datetime import timedelta
+
     from refundflow.cli.dev import DevPorts, run_dev
 
     ports = DevPorts(
         api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port, smtp=smtp_port
     )
-    run_dev(data_dir, ports, host, merchant)
+    business_day = timedelta(seconds=business_day_seconds) if business_day_seconds else None
+    run_dev(data_dir, ports, host, merchant, business_day=business_day)
 
 
 @app.command()
@@ -201,10 +235,16 @@ LogFormatOption = Annotated[
 
 def _production_settings(log_format: str | None) -> Settings:
     """The settings of a long-running process, or one line saying what is missing: a payment
-    route nobody pays is refused before anything starts (fail closed)."""
+    route nobody pays, or a setting of the dev stack, is refused before anything starts (fail
+    closed)."""
     from refundflow.gateways.registry import MissingProviders, missing_providers
+    from refundflow.settings import DevOnlySetting
 
     settings = deploy.settings_or_exit()
+    try:
+        settings.refuse_dev_only()
+    except DevOnlySetting as exc:
+        raise _fail(DomainError(str(exc), code=exc.code)) from None
     if log_format is not None:
         if log_format not in ("text", "json"):
             raise _fail(DomainError("--log-format is text or json", code="invalid_option"))
@@ -223,9 +263,14 @@ def worker(log_format: LogFormatOption = None) -> None:
     promote` has made its build current."""
     import asyncio
 
+    from refundflow.crypto import KeyringError
     from refundflow.worker import run
 
-    asyncio.run(run(_production_settings(log_format)))
+    settings = _production_settings(log_format)
+    try:
+        asyncio.run(run(settings))
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
 
 
 @app.command()

@@ -3,17 +3,15 @@ scoping and the workflow's own validation apply exactly as they do to the servic
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NoReturn
+from pathlib import Path
+from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from refundflow.cli.output import console, die
 from refundflow.domain.money import format_minor
-
-console = Console()
-err_console = Console(stderr=True)
 
 ApiUrl = Annotated[
     str,
@@ -27,7 +25,17 @@ ApiKey = Annotated[
         help="Bearer API key (approver/ops/admin as the command needs).",
     ),
 ]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="REFUNDFLOW_DATA_DIR",
+        help="Without --key: the dev stack's data folder, whose admin.key is used.",
+    ),
+]
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Written by `refundflow dev`; read by the commands a developer runs beside it.
+ADMIN_KEY_FILE = "admin.key"
 
 refunds_app = typer.Typer(help="Read refunds.", no_args_is_help=True)
 ops_app = typer.Typer(help="Repair a refund's run (ops role).", no_args_is_help=True)
@@ -36,7 +44,7 @@ ops_app = typer.Typer(help="Repair a refund's run (ops role).", no_args_is_help=
 class Api:
     def __init__(self, url: str, key: str) -> None:
         if not key:
-            _die("missing_key", "pass --key or set REFUNDFLOW_API_KEY")
+            die("missing_key", "pass --key or set REFUNDFLOW_API_KEY")
         self.client = httpx.Client(
             base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=30.0
         )
@@ -45,19 +53,28 @@ class Api:
         try:
             response = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            _die("unreachable", f"{self.client.base_url}: {exc}")
+            die("unreachable", f"{self.client.base_url}: {exc}")
         if response.is_success:
             return response.json()
         try:
             problem = response.json()
         except ValueError:
             problem = {"code": str(response.status_code), "detail": response.text}
-        _die(str(problem.get("code", response.status_code)), str(problem.get("detail", "")))
+        die(str(problem.get("code", response.status_code)), str(problem.get("detail", "")))
 
 
-def _die(code: str, detail: str) -> NoReturn:
-    err_console.print(f"[red]error[/red] [bold]{code}[/bold]: {detail}")
-    raise typer.Exit(code=2)
+def dev_admin_key(key: str, data_dir: Path) -> str:
+    """``key`` when given, else the dev stack's admin key from ``data_dir``."""
+    if key:
+        return key
+    path = data_dir / ADMIN_KEY_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        die(
+            "missing_key",
+            f"no --key, no REFUNDFLOW_API_KEY and no {path} (written by `refundflow dev`)",
+        )
 
 
 def _money(refund: dict[str, Any]) -> str:
@@ -71,10 +88,11 @@ def refunds_list(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     api_url: ApiUrl = DEFAULT_URL,
     key: ApiKey = "",
+    data_dir: DataDir = Path("data"),
 ) -> None:
     """Refunds of your merchant, newest first."""
     params = {k: v for k, v in {"status": status, "order_id": order_id}.items() if v}
-    api, cursor = Api(api_url, key), None
+    api, cursor = Api(api_url, dev_admin_key(key, data_dir)), None
     rows: list[dict[str, Any]] = []
     while len(rows) < limit:
         page = api.call(
@@ -95,9 +113,14 @@ def refunds_list(
 
 
 @refunds_app.command("show")
-def refunds_show(refund_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = "") -> None:
+def refunds_show(
+    refund_id: str,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = "",
+    data_dir: DataDir = Path("data"),
+) -> None:
     """One refund: status, amount, approvals, payouts and its timeline."""
-    r = Api(api_url, key).call("GET", f"/v1/refunds/{refund_id}")
+    r = Api(api_url, dev_admin_key(key, data_dir)).call("GET", f"/v1/refunds/{refund_id}")
     console.print(f"[bold]{r['refund_id']}[/bold]  order {r['order_id']}  [bold]{r['status']}[/]")
     console.print(f"amount {_money(r)}  reason {r['reason']}  workflow {r['workflow_id']}")
     live = r.get("live") or {}
@@ -126,7 +149,7 @@ def _decide(refund_id: str, decision: str, comment: str, api_url: str, key: str)
     api = Api(api_url, key)
     refund = api.call("GET", f"/v1/refunds/{refund_id}")
     if not refund.get("quote_fingerprint"):
-        _die("no_quote", f"refund {refund_id} has no quote to decide on")
+        die("no_quote", f"refund {refund_id} has no quote to decide on")
     # The fingerprint ties the decision to the amount the approver saw.
     body = {
         "decision": decision,
@@ -134,7 +157,12 @@ def _decide(refund_id: str, decision: str, comment: str, api_url: str, key: str)
         "comment": comment,
     }
     out = api.call("POST", f"/v1/refunds/{refund_id}/decisions", json=body)
-    console.print(f"{decision.lower()}d {refund_id} ({_money(refund)}): {out}")
+    verb = "approved" if decision == "APPROVE" else "rejected"
+    # An approval says how many the refund has of those it needs ("1/2 approvals").
+    counted = f" ({out['detail']})" if decision == "APPROVE" and out.get("detail") else ""
+    console.print(
+        f"{verb} {refund_id}: status {out['status']}{counted}", markup=False, soft_wrap=True
+    )
 
 
 def approve(

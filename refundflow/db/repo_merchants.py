@@ -6,10 +6,12 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlmodel import Session, col, select, update
 
+from refundflow.crypto import Keyring, is_sealed
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import (
     API_KEY_ROLES,
@@ -60,14 +62,33 @@ def get_merchant(session: Session, *, merchant_id: str) -> MerchantRow | None:
 WEBHOOK_SECRET_PREFIX = "rfwh_"
 
 
+@dataclass(frozen=True)
+class MerchantWebhook:
+    """Where a merchant's refund events go, and the secret they are signed with."""
+
+    url: str
+    secret: str = field(repr=False)
+
+
+def _webhook_purpose(merchant_id: str) -> str:
+    return f"merchants.webhook_secret:{merchant_id}"
+
+
 def set_merchant_webhook(
-    session: Session, *, merchant_id: str, url: str | None, secret: str | None = None
-) -> MerchantRow:
+    session: Session,
+    *,
+    merchant_id: str,
+    url: str | None,
+    keyring: Keyring,
+    secret: str | None = None,
+) -> MerchantWebhook | None:
     """Point the merchant's notification webhook at ``url`` (``None`` switches it off and
     forgets the secret). Without ``secret`` the current one is kept, or a new one is made:
-    read it from the returned row and hand it to the merchant."""
+    read it from the answer and hand it to the merchant. The secret is stored sealed with
+    ``keyring`` (see :mod:`refundflow.crypto`)."""
     if url is not None and not url.startswith(("https://", "http://")):
         raise InvalidInput(f"webhook URL {url!r} must be http(s)", code="invalid_webhook_url")
+    purpose = _webhook_purpose(merchant_id)
     with atomic(session):
         row = session.get(MerchantRow, merchant_id)
         if row is None:
@@ -75,12 +96,46 @@ def set_merchant_webhook(
         row.webhook_url = url
         if url is None:
             row.webhook_secret = None
-        elif secret is not None:
-            row.webhook_secret = secret
-        elif row.webhook_secret is None:
-            row.webhook_secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+        else:
+            if secret is None and row.webhook_secret is not None:
+                secret = _open_secret(keyring, row.webhook_secret, purpose)
+            secret = secret or WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+            row.webhook_secret = keyring.seal(secret, purpose=purpose)
         session.add(row)
-    return row
+    return None if url is None or secret is None else MerchantWebhook(url=url, secret=secret)
+
+
+def merchant_webhook(
+    session: Session, *, merchant_id: str, keyring: Keyring
+) -> MerchantWebhook | None:
+    """The merchant's webhook with its secret opened, or ``None`` when it has none."""
+    row = session.get(MerchantRow, merchant_id)
+    if row is None or not row.webhook_url or not row.webhook_secret:
+        return None
+    secret = _open_secret(keyring, row.webhook_secret, _webhook_purpose(merchant_id))
+    return MerchantWebhook(url=row.webhook_url, secret=secret)
+
+
+def reseal_webhook_secrets(session: Session, *, keyring: Keyring) -> int:
+    """Seal with the current key every webhook secret stored in plaintext (from before
+    secrets were sealed) or under an older key; how many were sealed again."""
+    count = 0
+    with atomic(session):
+        stored = select(MerchantRow).where(col(MerchantRow.webhook_secret).is_not(None))
+        for row in session.exec(stored).all():
+            assert row.webhook_secret is not None
+            if keyring.needs_reseal(row.webhook_secret):
+                purpose = _webhook_purpose(row.merchant_id)
+                secret = _open_secret(keyring, row.webhook_secret, purpose)
+                row.webhook_secret = keyring.seal(secret, purpose=purpose)
+                session.add(row)
+                count += 1
+    return count
+
+
+def _open_secret(keyring: Keyring, stored: str, purpose: str) -> str:
+    # A value from before sealing is still plaintext until reseal_webhook_secrets has run.
+    return keyring.open(stored, purpose=purpose) if is_sealed(stored) else stored
 
 
 KEY_NAME_MAX_LENGTH = 128

@@ -6,11 +6,14 @@ caller decides what commits together (e.g. a refund, its audit event and its out
 from __future__ import annotations
 
 from refundflow.db.repo_merchants import (
+    MerchantWebhook,
     adjust_customer_balance,
     create_api_key,
     get_merchant,
     get_policy,
     latest_policy,
+    merchant_webhook,
+    reseal_webhook_secrets,
     revoke_api_key,
     save_policy,
     set_merchant_webhook,
@@ -56,6 +59,7 @@ from refundflow.db.repo_refunds import (
 __all__ = [
     "ClaimOutcome",
     "IdempotencyClaim",
+    "MerchantWebhook",
     "account_balance",
     "adjust_customer_balance",
     "append_audit",
@@ -79,6 +83,7 @@ __all__ = [
     "list_audit",
     "list_outbox",
     "mark_outbox",
+    "merchant_webhook",
     "post_ledger",
     "prior_refunds",
     "record_approval",
@@ -88,6 +93,7 @@ __all__ = [
     "release_idempotency_key",
     "release_reservation",
     "requote_refund",
+    "reseal_webhook_secrets",
     "reservations",
     "revoke_api_key",
     "save_policy",

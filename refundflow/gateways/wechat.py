@@ -212,7 +212,7 @@ class WechatGateway:
             payout_key=payout_key_of(number),
             status=_STATUS[refund_status],
             provider_ref=str(refund.get("refund_id", "")),
-            trace_ref=str(refund.get("user_received_account", "")),
+            trace_ref=str(refund.get("refund_id", "")),
             code=refund_status,
             event_id=event_id,
             amount=_refund_fen(refund),
@@ -296,7 +296,9 @@ class WechatGateway:
         return PayoutResult(
             status=status,
             provider_ref=str(payload.get("refund_id", "")),
-            trace_ref=str(payload.get("user_received_account", "")),
+            # WeChat Pay's refund number is what its support traces; user_received_account
+            # only names where the money went ("支付用户零钱", a card), so it is no reference.
+            trace_ref=str(payload.get("refund_id", "")),
             code=state,
             settled_at=_rfc3339(payload.get("success_time"))
             if status is PayoutStatus.SETTLED

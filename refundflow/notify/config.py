@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy import Engine
 
+from refundflow.crypto import Keyring
 from refundflow.notify.dispatcher import NotificationDispatcher
 from refundflow.notify.email import EmailSender
 from refundflow.notify.merchant_webhook import MerchantWebhookSender
@@ -39,7 +40,10 @@ class NotifyConfig(BaseModel):
     """Delivery attempts of one outbox row before it is marked failed for good."""
 
 
-def build_dispatcher(engine: Engine, config: NotifyConfig) -> NotificationDispatcher:
+def build_dispatcher(
+    engine: Engine, config: NotifyConfig, *, keyring: Keyring | None = None
+) -> NotificationDispatcher:
+    """``keyring`` opens merchants' webhook secrets; without it no merchant webhook goes out."""
     email = None
     if config.smtp_host:
         email = EmailSender(
@@ -66,5 +70,6 @@ def build_dispatcher(engine: Engine, config: NotifyConfig) -> NotificationDispat
         email=email,
         sms=sms,
         webhooks=MerchantWebhookSender(timeout_s=config.webhook_timeout_s),
+        keyring=keyring,
         max_attempts=config.max_attempts,
     )

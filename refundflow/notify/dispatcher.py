@@ -16,6 +16,7 @@ SMS provider down" sends the SMS only. A row already ``sent`` is never leased ag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,9 +25,16 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine
 
+from refundflow.crypto import Keyring, KeyringError, MissingKey
 from refundflow.db.engine import session_scope
 from refundflow.db.models import MerchantRow, OutboxRow, RefundRow
-from refundflow.db.repository import lease_outbox, list_outbox, mark_outbox, record_delivery
+from refundflow.db.repository import (
+    lease_outbox,
+    list_outbox,
+    mark_outbox,
+    merchant_webhook,
+    record_delivery,
+)
 from refundflow.domain.notices import Notice, render_notice
 from refundflow.notify.email import EmailSender
 from refundflow.notify.errors import DeliveryError
@@ -81,7 +89,9 @@ class _Recipient:
     email: str | None = None
     phone: str | None = None
     webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_refusal: DeliveryError | None = None
+    """Why the merchant's webhook cannot be signed (its secret does not open)."""
 
 
 class NotificationDispatcher:
@@ -92,6 +102,7 @@ class NotificationDispatcher:
         email: EmailSender | None = None,
         sms: SmsProvider | None = None,
         webhooks: MerchantWebhookSender | None = None,
+        keyring: Keyring | None = None,
         max_attempts: int = 8,
         lease_seconds: float = 300.0,
         batch_size: int = 200,
@@ -100,6 +111,8 @@ class NotificationDispatcher:
         self.email = email
         self.sms = sms
         self.webhooks = webhooks
+        self.keyring = keyring
+        """Opens merchants' webhook secrets; without it no merchant webhook is sent."""
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
@@ -205,7 +218,9 @@ class NotificationDispatcher:
             targets.append(("email", send_mail))
         if notice is not None and to.phone and self.sms is not None:
             targets.append(("sms", partial(self.sms.send, to.phone, notice.sms)))
-        if to.webhook_url and to.webhook_secret and self.webhooks is not None:
+        if to.webhook_refusal is not None and self.webhooks is not None:
+            targets.append(("webhook", partial(_raise, to.webhook_refusal)))
+        elif to.webhook_url and to.webhook_secret and self.webhooks is not None:
             event = _event(row, to, event_id, notice)
             post = partial(self.webhooks.send, to.webhook_url, to.webhook_secret, event)
             targets.append(("webhook", partial(_as_detail, post, event_id)))
@@ -219,16 +234,32 @@ class NotificationDispatcher:
             refund = session.get(RefundRow, refund_id)
             if refund is None:
                 return _Recipient()
-            merchant = session.get(MerchantRow, refund.merchant_id)
             contact = (refund.request or {}).get("contact") or {}
-            return _Recipient(
+            recipient = _Recipient(
                 merchant_id=refund.merchant_id,
                 order_id=refund.order_id,
                 email=contact.get("email"),
                 phone=contact.get("phone"),
-                webhook_url=merchant.webhook_url if merchant else None,
-                webhook_secret=merchant.webhook_secret if merchant else None,
             )
+            merchant = session.get(MerchantRow, refund.merchant_id)
+            if merchant is None or not merchant.webhook_url:
+                return recipient
+            try:
+                if self.keyring is None:
+                    raise MissingKey("this worker has no encryption keys")
+                hook = merchant_webhook(
+                    session, merchant_id=refund.merchant_id, keyring=self.keyring
+                )
+            except KeyringError as exc:
+                # A secret that does not open now will not open on a retry either: the
+                # channel is refused, with the reason kept on the row.
+                refusal = DeliveryError(
+                    f"merchant webhook secret: {exc.message}", retryable=False, code=exc.code
+                )
+                return dataclasses.replace(recipient, webhook_refusal=refusal)
+            if hook is None:
+                return recipient
+            return dataclasses.replace(recipient, webhook_url=hook.url, webhook_secret=hook.secret)
 
     async def _db(self, fn: Callable[..., T], **kwargs: Any) -> T:
         # Sessions are synchronous; a worker thread keeps a busy database (SQLite waits for

@@ -3,101 +3,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.ports import free_ports
+from tests.e2e.conftest import Stack, assert_private
 from tests.workflows.conftest import ACCOUNT
-
-BIN = Path(sys.executable).parent
-
-
-class Stack:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.api_port, self.temporal_port, self.ui_port, self.sim_port, self.smtp_port = free_ports(
-            5
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / "dev.log"
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def start(self) -> None:
-        args = [
-            *(str(BIN / "refundflow"), "dev", "--data-dir", str(self.data_dir)),
-            *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
-            *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
-            *("--smtp-port", str(self.smtp_port)),
-        ]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the dev stack did not get ready:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            return self.process.wait(timeout=60)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-    def cli(self, *args: str) -> str:
-        env = {**os.environ, "REFUNDFLOW_DATA_DIR": str(self.data_dir)}
-        done = subprocess.run(
-            [str(BIN / "refundflow"), *args], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    def temporal_list(self, query: str) -> list[dict[str, Any]]:
-        done = subprocess.run(
-            [
-                *(str(BIN / "temporal"), "workflow", "list"),
-                *("--address", f"127.0.0.1:{self.temporal_port}", "--query", query),
-                *("--output", "json"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        found: list[dict[str, Any]] = json.loads(done.stdout or "[]")
-        return found
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path / "data")
-    try:
-        yield s
-    finally:
-        if s.process is not None and s.process.poll() is None:
-            # Ctrl-C first: a killed stack would leave its Temporal server running.
-            s.stop()
 
 
 def _client(stack: Stack, key: str) -> httpx.Client:
@@ -185,6 +98,11 @@ def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack)
         # The customer's notices went through the dev mail server into the mail folder.
         mails = sorted((stack.data_dir / "mail").glob("*.eml"))
         assert mails and all(b"Subject:" in m.read_bytes() for m in mails)
+        # Keys, the customers' mail, ledgers and both databases are the user's alone, and
+        # the admin key is never printed (its file is named instead).
+        assert_private(stack.data_dir)
+        assert admin not in stack.log.read_text()
+        assert f"Admin key     {stack.data_dir / 'admin.key'}" in stack.log.read_text()
         waiting = _start_refund(http, "smoke-2", "wechat", 99900)
         _wait_status(http, waiting, "AWAITING_APPROVAL")
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from refundflow.crypto import Keyring, new_key_entry
 from refundflow.notify.email import EmailSender
 from refundflow.notify.merchant_webhook import InvalidSignature, verify_merchant_signature
 from refundflow.notify.sms import TwilioSms
@@ -30,6 +31,8 @@ from tests.ports import free_port
 
 UNKNOWN_MAILBOX = "nobody@shop.example"
 WEBHOOK_SECRET = "rfwh_test-secret"
+# Seals merchants' webhook secrets in the test databases.
+KEYRING = Keyring.parse(new_key_entry("test-1"), source="tests")
 
 
 @dataclass

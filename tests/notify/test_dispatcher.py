@@ -18,10 +18,12 @@ from refundflow.activities.notify import NotifyActivities, sweep_outbox
 from refundflow.db.engine import session_scope
 from refundflow.db.models import OutboxRow
 from refundflow.db.repository import (
+    MerchantWebhook,
     create_refund,
     enqueue_outbox,
     lease_outbox,
     list_outbox,
+    merchant_webhook,
     set_merchant_webhook,
     upsert_merchant,
     upsert_order,
@@ -33,7 +35,7 @@ from refundflow.notify.merchant_webhook import MerchantWebhookSender
 from refundflow.notify.sms import TwilioSms
 from refundflow.notify.sms_simulator import TwilioSimulator
 from tests.db.builders import MERCHANT, order, quote, request
-from tests.notify.conftest import WEBHOOK_SECRET, Receiver, SmtpServer
+from tests.notify.conftest import KEYRING, WEBHOOK_SECRET, Receiver, SmtpServer
 
 PHONE = "+86 138 0013 8000"
 PAYOUT = {
@@ -54,7 +56,9 @@ def seed(engine: Engine, *, webhook: str | None, phone: str = PHONE, locale: str
     with session_scope(engine) as s:
         upsert_merchant(s, merchant_id=MERCHANT, name="Shop")
         if webhook:
-            set_merchant_webhook(s, merchant_id=MERCHANT, url=webhook, secret=WEBHOOK_SECRET)
+            set_merchant_webhook(
+                s, merchant_id=MERCHANT, url=webhook, secret=WEBHOOK_SECRET, keyring=KEYRING
+            )
         upsert_order(s, order=snap)
         create_refund(
             s,
@@ -100,7 +104,7 @@ async def dispatcher(
 ) -> AsyncIterator[NotificationDispatcher]:
     webhooks = MerchantWebhookSender(timeout_s=3)
     yield NotificationDispatcher(
-        engine, email=smtp.sender(), sms=sms, webhooks=webhooks, max_attempts=3
+        engine, email=smtp.sender(), sms=sms, webhooks=webhooks, keyring=KEYRING, max_attempts=3
     )
     await webhooks.aclose()
 
@@ -270,15 +274,20 @@ async def test_a_notice_that_cannot_render_fails_for_good_but_reaches_the_mercha
 def test_merchant_webhook_settings(engine: Engine) -> None:
     with session_scope(engine) as s:
         upsert_merchant(s, merchant_id=MERCHANT, name="Shop")
-        row = set_merchant_webhook(s, merchant_id=MERCHANT, url="https://shop.example/hooks")
-        secret = row.webhook_secret
-        assert secret is not None and secret.startswith("rfwh_") and len(secret) > 40
-        moved = set_merchant_webhook(s, merchant_id=MERCHANT, url="https://shop.example/v2")
-        assert moved.webhook_secret == secret  # moving the URL keeps the merchant's secret
-        off = set_merchant_webhook(s, merchant_id=MERCHANT, url=None)
-        assert (off.webhook_url, off.webhook_secret) == (None, None)
+        hook = set_merchant_webhook(
+            s, merchant_id=MERCHANT, url="https://shop.example/hooks", keyring=KEYRING
+        )
+        assert hook is not None
+        secret = hook.secret
+        assert secret.startswith("rfwh_") and len(secret) > 40
+        moved = set_merchant_webhook(
+            s, merchant_id=MERCHANT, url="https://shop.example/v2", keyring=KEYRING
+        )
+        assert moved == MerchantWebhook(url="https://shop.example/v2", secret=secret)
+        off = set_merchant_webhook(s, merchant_id=MERCHANT, url=None, keyring=KEYRING)
+        assert off is None and merchant_webhook(s, merchant_id=MERCHANT, keyring=KEYRING) is None
         with pytest.raises(DomainError, match="must be http"):
-            set_merchant_webhook(s, merchant_id=MERCHANT, url="ftp://shop.example")
+            set_merchant_webhook(s, merchant_id=MERCHANT, url="ftp://shop.example", keyring=KEYRING)
 
 
 async def test_the_sweeper_delivers_what_no_run_is_left_to_send(

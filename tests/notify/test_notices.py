@@ -122,11 +122,13 @@ def test_a_same_day_window_without_trace_reads_naturally() -> None:
 def test_rejection_reasons_and_trace_references_are_listed_per_locale() -> None:
     params = {
         **BASE,
-        "reasons": ["OUTSIDE_WINDOW", "TOO_MANY_REFUNDS", "SOMETHING_NEW"],
-        "text": "<b>Window</b> ended.",
+        "reasons": ["OUTSIDE_WINDOW", "TOO_MANY_REFUNDS", "SOMETHING_NEW", "APPROVER_REJECTED"],
+        "text": "<b>Window</b> ended.",  # an approver's note: quoted, and escaped in HTML
     }
     zh = render_notice("refund_rejected", "zh-CN", params)
-    assert "原因：已超过退款申请期限；账户退款次数已达上限；其他原因。" in zh.text
+    assert (
+        "原因：已超过退款申请期限；账户退款次数已达上限；其他原因；经人工审核未予通过。" in zh.text
+    )
     en = render_notice("refund_rejected", "en", params)
     assert "Reason: the refund window has ended; the account has reached its refund limit" in (
         en.text
@@ -153,3 +155,34 @@ def test_locale_spellings_and_unknown_locales() -> None:
 def test_unknown_template_is_a_key_error_naming_it() -> None:
     with pytest.raises(KeyError, match="no customer notice template 'refund_teleported'"):
         render_notice("refund_teleported", "en", BASE)
+
+
+def test_a_note_typed_by_staff_is_labelled_and_says_when_it_is_in_another_language() -> None:
+    by_approver = {**BASE, "reasons": ["APPROVER_REJECTED"]}
+
+    def text(locale: str, note: str) -> str:
+        return render_notice("refund_rejected", locale, {**by_approver, "text": note}).text
+
+    assert "\n\n商家备注（英文）：photos show no damage\n\n" in text(
+        "zh-CN", "photos show no damage"
+    )
+    assert "\n\nNote from the shop (in Chinese): 照片显示无损坏\n\n" in text("en", "照片显示无损坏")
+    assert "\n\nNote from the shop: photos show no damage\n\n" in text(
+        "en", "photos show no damage"
+    )
+    assert "\n\n商家备注：照片显示无损坏\n\n" in text("zh-CN", "照片显示无损坏")
+    russian = text("en", "Фото без повреждений")
+    assert "Note from the shop (in its original language): Фото без повреждений" in russian
+    assert "商家备注（原文）：Фото без повреждений" in text("zh-CN", "Фото без повреждений")
+
+
+def test_text_the_system_wrote_for_ops_stays_out_of_customer_notices() -> None:
+    internal = "refund rf_0a1b would exceed what was captured: it asks 89900 from payment p1"
+    params = {**BASE, "reasons": ["AMOUNT_ABOVE_REMAINING"], "text": internal}
+    for locale in LOCALES:
+        notice = render_notice("refund_rejected", locale, params)
+        assert "89900" not in notice.text and "payment p1" not in (notice.html or "")
+    assert (
+        "the amount is more than can still be refunded"
+        in render_notice("refund_rejected", "en", params).text
+    )

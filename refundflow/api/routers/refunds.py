@@ -58,7 +58,9 @@ Reader = Annotated[Principal, Depends(require("client", "approver", "warehouse",
 def quote_refund(body: api.RefundCreate, session: ReadSessionDep, principal: Client_) -> Quote:
     """What this refund would pay, line by line. Changes nothing."""
     request = refund_request(body, requested_by=principal.name)
-    return quote_request(session, merchant_id=principal.merchant_id, request=request)
+    return quote_request(
+        session, merchant_id=principal.merchant_id, request=request, fx_rate=body.fx_rate
+    )
 
 
 @router.post(
@@ -100,6 +102,7 @@ async def create_refund(
         merchant_id=principal.merchant_id,
         key=idempotency_key,
         request=refund_request(body, requested_by=principal.name),
+        fx_rate=body.fx_rate,
     )
     answer = await start_once(
         start, engine=engine, temporal=temporal, task_queue=settings.task_queue
