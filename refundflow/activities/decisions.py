@@ -8,6 +8,7 @@ No database or network here: plain functions of their input.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -20,6 +21,7 @@ from refundflow.activities.contracts import (
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan, arrival_plan
 from refundflow.domain.errors import DomainError
+from refundflow.domain.provider_rules import first_poll_after
 
 
 @activity.defn
@@ -41,7 +43,7 @@ def requote(inp: RequoteInput) -> RequoteResult:
 
 @activity.defn
 def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
-    return arrival_plan(
+    plan = arrival_plan(
         inp.start,
         inp.routes,
         inp.policy,
@@ -49,6 +51,9 @@ def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
         open_routes=inp.open_routes,
         not_before=inp.not_before,
     )
+    default = timedelta(minutes=inp.policy.follow_up.first_poll_minutes)
+    first_poll = first_poll_after(inp.open_routes, default)
+    return plan.model_copy(update={"first_poll_seconds": int(first_poll.total_seconds())})
 
 
 def all_decisions() -> list[Callable[..., Any]]:

@@ -97,6 +97,9 @@ class ArrivalPlan(BaseModel):
     window_ends_at: datetime | None
     """Start of the next business day after ``latest``, when a payout not confirmed by then is
     late; ``None`` when every open route pays at once (the store balance)."""
+    first_poll_seconds: int | None = None
+    """When follow-up first asks the providers: their typical settle time. ``None`` in plans
+    recorded before this was planned: the policy's ``first_poll_minutes`` then."""
 
 
 def arrival_plan(

@@ -31,8 +31,12 @@ class FollowUpStep:
     """For ``WAIT``: the next moment something is due (news from outside may come earlier)."""
 
 
-def start_follow_up(policy: FollowUp, now: datetime) -> FollowUpState:
-    first = timedelta(minutes=policy.first_poll_minutes)
+def start_follow_up(
+    policy: FollowUp, now: datetime, first_poll: timedelta | None = None
+) -> FollowUpState:
+    """The first poll after ``first_poll`` (the providers' typical settle time), or the
+    policy's ``first_poll_minutes``; backoff then doubles it."""
+    first = first_poll or timedelta(minutes=policy.first_poll_minutes)
     return FollowUpState(
         interval_seconds=int(first.total_seconds()),
         next_poll_at=now + first,

@@ -26,6 +26,26 @@ LIMITS: dict[PaymentMethod, ProviderLimits] = {
 }
 
 
+# How long a provider typically takes from accepting a refund to settling it: the follow-up's
+# first poll waits this long, so a settlement whose webhook was lost (a crash, a network cut)
+# is found in minutes where the provider is fast, without polling slow ones for nothing.
+TYPICAL_SETTLE: dict[PaymentMethod, timedelta] = {
+    PaymentMethod.ALIPAY: timedelta(minutes=2),  # refunds to the balance settle in seconds
+    PaymentMethod.WECHAT: timedelta(minutes=5),  # the balance at once; bank cards take days
+    PaymentMethod.PAYPAL: timedelta(minutes=2),
+    PaymentMethod.CARD: timedelta(minutes=10),  # Stripe reports the refund succeeded quickly
+    PaymentMethod.STRIPE: timedelta(minutes=10),
+    PaymentMethod.BANK_TRANSFER: timedelta(hours=2),  # the bank's status report, in batches
+}
+
+
+def first_poll_after(routes: list[PaymentMethod], default: timedelta) -> timedelta:
+    """When to first ask about payouts sent through ``routes``: the fastest typical settle
+    time among them, or ``default`` (the policy's) for routes without one."""
+    known = [TYPICAL_SETTLE[route] for route in routes if route in TYPICAL_SETTLE]
+    return min(known) if known else default
+
+
 def provider_refusal(
     route: PaymentMethod, *, paid_at: datetime | None, now: datetime, earlier_refunds: int
 ) -> tuple[str, str] | None:

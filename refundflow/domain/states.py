@@ -279,6 +279,9 @@ class RefundState(BaseModel):
     first_payout_at: datetime | None = None
     expected_by: str | None = None
     """The last day (ISO) the customer should expect the money, over every payout sent."""
+    first_poll_seconds: int | None = None
+    """How long follow-up waits before it first asks the providers (their typical settle time,
+    planned with the arrival); the policy's ``first_poll_minutes`` when not planned."""
     window_ends_at: datetime | None = None
     """When that expectation has passed: the start of the next business day after
     ``expected_by``, or the first payout itself for routes that pay at once (the balance)."""

@@ -26,6 +26,7 @@ from refundflow.domain.payout_rules import (
     route_for_destination,
 )
 from refundflow.domain.policy import DEFAULT_POLICY, FallbackAction, FollowUp
+from refundflow.domain.provider_rules import first_poll_after
 from refundflow.domain.refusals import (
     payouts_to_mark,
     refusal_for_cancel,
@@ -286,3 +287,14 @@ def test_arrival_plan_over_national_day_and_for_routes_that_pay_at_once() -> Non
         open_routes=[PaymentMethod.BALANCE],
     )
     assert at_once.window_ends_at is None
+
+
+def test_the_first_poll_follows_the_fastest_providers_typical_settle_time() -> None:
+    policy_default = timedelta(minutes=30)
+    alipay, bank = PaymentMethod.ALIPAY, PaymentMethod.BANK_TRANSFER
+    assert first_poll_after([alipay], policy_default) == timedelta(minutes=2)
+    assert first_poll_after([bank], policy_default) == timedelta(hours=2)
+    assert first_poll_after([bank, alipay], policy_default) == timedelta(minutes=2)
+    assert first_poll_after([PaymentMethod.BALANCE], policy_default) == policy_default
+    follow = start_follow_up(POLICY, NOW, timedelta(minutes=2))
+    assert follow.next_poll_at == NOW + timedelta(minutes=2)

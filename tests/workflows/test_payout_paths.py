@@ -62,6 +62,17 @@ async def test_large_refund_with_customer_confirmation_and_three_installments(st
     stack.assert_books_balance(result)
 
 
+async def test_a_payout_is_first_polled_after_its_providers_typical_settle_time(
+    stack: Stack,
+) -> None:
+    # The sandbox settles at the first query and sends no webhook: the poll finds it. Alipay
+    # typically settles in seconds, so the first poll comes after two minutes, not thirty.
+    result = await stack.finish(await stack.start("r-poll", await stack.order()))
+    sent = next(t.at for t in result.timeline if t.kind == "payout_sent")
+    settled = next(t.at for t in result.timeline if t.kind == "payout_settled")
+    assert timedelta(minutes=2) <= settled - sent < timedelta(minutes=3)
+
+
 async def test_transient_gateway_errors_are_retried(stack: Stack) -> None:
     stack.sandbox.script("r-flaky:", ["transient", "transient", "ok"])
     order = await stack.order()

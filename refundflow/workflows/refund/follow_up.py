@@ -6,6 +6,8 @@ then complete, tell the customer of a delay, poll the provider, escalate, or wai
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -27,7 +29,9 @@ async def follow_up(run: Run) -> None:
     policy = run.context.policy.follow_up
     await run.enter("awaiting_funds", f"waiting for funds, expected by {state.expected_by}")
     if state.follow_up is None:
-        state.follow_up = start_follow_up(policy, workflow.now())
+        planned = state.first_poll_seconds
+        first_poll = timedelta(seconds=planned) if planned else None
+        state.follow_up = start_follow_up(policy, workflow.now(), first_poll)
     await apply_news(run)
     if state.status is RefundStatus.NEEDS_ATTENTION or state.stage is not Stage.FOLLOW_UP:
         return  # escalated, or back to paying a fallback

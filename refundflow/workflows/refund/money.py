@@ -98,6 +98,7 @@ async def plan_arrival(run: Run, routes: list[PaymentMethod], *, widen: bool = T
     )
     state.expected_by = plan.latest.isoformat()
     state.window_ends_at = plan.window_ends_at
+    state.first_poll_seconds = plan.first_poll_seconds
     return plan
 
 
