@@ -37,7 +37,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from refundflow.domain.states import PayoutEvent, PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.base import (
+    WEBHOOK_TOLERANCE_S,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+    check_sent_time,
+)
 
 GATEWAY_URL = "https://openapi.alipay.com/gateway.do"
 REFUND = "alipay.trade.refund"
@@ -63,6 +70,8 @@ class AlipayConfig(BaseModel):
     alipay_public_key: str
     """Alipay's RSA public key for this application (PEM or bare base64)."""
     timeout_s: float = 10.0
+    webhook_tolerance_s: float = WEBHOOK_TOLERANCE_S
+    """Oldest (or newest) notification accepted, by its signed ``notify_time`` (replays)."""
 
 
 class AlipayBusy(GatewayError):
@@ -176,6 +185,10 @@ class AlipayGateway:
             raise ValueError("alipay notification signature does not verify")
         if params.get("app_id") != self.config.app_id:
             raise ValueError("alipay notification for another application")
+        sent = _beijing_time(params.get("notify_time"))
+        if sent is None:
+            raise ValueError("alipay notification without a readable notify_time")
+        check_sent_time("alipay", sent.timestamp(), self.clock(), self.config.webhook_tolerance_s)
         key, notify_id = params.get("out_biz_no", ""), params.get("notify_id", "")
         if not key or not params.get("refund_fee"):
             raise ValueError("alipay notification is not about a refund")

@@ -37,7 +37,14 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import exponent, from_major
 from refundflow.domain.states import PayoutEvent, PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.base import (
+    WEBHOOK_TOLERANCE_S,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+    check_sent_time,
+)
 
 CLIENT_HEADER = "X-Bank-Client"
 TIMESTAMP_HEADER = "X-Bank-Timestamp"
@@ -62,7 +69,7 @@ class BankTransferConfig(BaseModel):
     debtor_account: str
     """The merchant's account at the bank that refunds are paid from."""
     timeout_s: float = 10.0
-    webhook_tolerance_s: float = 300.0
+    webhook_tolerance_s: float = WEBHOOK_TOLERANCE_S
 
 
 def request_signature(secret: str, timestamp: str, method: str, target: str, body: bytes) -> str:
@@ -173,8 +180,7 @@ class BankTransferGateway:
         # Any matching v1 passes, so the bank can rotate the secret without a gap.
         if not any(hmac.compare_digest(expected, g) for g in given):
             raise ValueError("bank webhook signature does not verify")
-        if abs(self.clock() - stamp) > self.config.webhook_tolerance_s:
-            raise ValueError("bank webhook timestamp outside the tolerance (replayed or stale)")
+        check_sent_time("bank", stamp, self.clock(), self.config.webhook_tolerance_s)
         try:
             event = json.loads(body)
         except ValueError as exc:

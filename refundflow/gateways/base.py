@@ -49,6 +49,20 @@ class PayoutResult(BaseModel):
     settled_at: datetime | None = None
 
 
+WEBHOOK_TOLERANCE_S = 300.0
+"""How far a notification's signed send time may be from our clock, either way: older is a
+replay, newer a forged or broken clock. The same window for every provider."""
+
+
+def check_sent_time(provider: str, sent: float, now: float, tolerance: float) -> None:
+    """Refuse a signed notification (ValueError) sent outside ``tolerance`` of ``now``."""
+    if abs(now - sent) > tolerance:
+        raise ValueError(
+            f"{provider} notification sent {sent - now:+.0f} s from our clock, outside the"
+            f" tolerance of {tolerance:.0f} s (replayed, or a clock far off)"
+        )
+
+
 class GatewayError(Exception):
     """A call whose outcome is known to be 'nothing happened'; safe to retry."""
 

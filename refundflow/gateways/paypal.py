@@ -40,7 +40,14 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import exponent
 from refundflow.domain.states import PayoutEvent, PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.base import (
+    WEBHOOK_TOLERANCE_S,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+    check_sent_time,
+)
 
 API_BASE = "https://api-m.paypal.com"
 CERTS_PATH = "/v1/notifications/certs/"
@@ -72,7 +79,7 @@ class PayPalConfig(BaseModel):
     webhook_id: str
     """The id PayPal gave the webhook subscription; part of every signed message."""
     timeout_s: float = 10.0
-    webhook_tolerance_s: float = 300.0
+    webhook_tolerance_s: float = WEBHOOK_TOLERANCE_S
     cert_url_bases: tuple[str, ...] = ()
     """More origins trusted to serve webhook certificates under ``/v1/notifications/certs/``
     (live PayPal serves them from ``https://api.paypal.com``); ``api_base`` always is."""
@@ -183,8 +190,7 @@ class PayPalGateway:
             raise ValueError("paypal webhook transmission time is not ISO 8601") from exc
         if sent.tzinfo is None:
             raise ValueError("paypal webhook transmission time has no zone")
-        if abs(self.clock() - sent.timestamp()) > self.config.webhook_tolerance_s:
-            raise ValueError("paypal webhook transmission time outside the tolerance (stale)")
+        check_sent_time("paypal", sent.timestamp(), self.clock(), self.config.webhook_tolerance_s)
         certificate = self._certificate(cert_url)
         message = (
             f"{transmission_id}|{transmission_time}|{self.config.webhook_id}|{zlib.crc32(body)}"

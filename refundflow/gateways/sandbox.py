@@ -30,7 +30,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from refundflow.domain.states import PayoutEvent, PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.base import (
+    WEBHOOK_TOLERANCE_S,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+    check_sent_time,
+)
 from refundflow.gateways.simulators.core import connect, write_tx
 from refundflow.gateways.simulators.core import parse_rule as _parse_rule
 
@@ -101,7 +108,7 @@ class SandboxGateway:
         settle_after_seconds: float | None = 2.0,
         settle_after_queries: int | None = None,
         secret: str | None = None,
-        webhook_tolerance: float = 300.0,
+        webhook_tolerance: float = WEBHOOK_TOLERANCE_S,
         clock: Callable[[], float] = time.time,
         on_event: EventCallback | None = None,
     ) -> None:
@@ -153,8 +160,7 @@ class SandboxGateway:
         # Compare against every v1 so a secret can be rotated without a gap.
         if not any(hmac.compare_digest(expected, g) for g in given):
             raise ValueError("webhook signature does not match")
-        if abs(self.clock() - int(stamps[0])) > self.webhook_tolerance:
-            raise ValueError("webhook timestamp outside the tolerance (replayed or stale)")
+        check_sent_time("sandbox", int(stamps[0]), self.clock(), self.webhook_tolerance)
         try:
             return PayoutEvent.model_validate_json(body)
         except ValidationError as exc:

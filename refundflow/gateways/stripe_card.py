@@ -17,7 +17,14 @@ import stripe
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from refundflow.domain.states import PayoutEvent, PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.base import (
+    WEBHOOK_TOLERANCE_S,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+    check_sent_time,
+)
 
 API_BASE = "https://api.stripe.com"
 SIGNATURE_HEADER = "Stripe-Signature"
@@ -38,7 +45,7 @@ class StripeConfig(BaseModel):
     webhook_secret: SecretStr
     """The endpoint's signing secret (``whsec_...``)."""
     timeout_s: float = 10.0
-    webhook_tolerance_s: int = 300
+    webhook_tolerance_s: float = WEBHOOK_TOLERANCE_S
     api_version: str | None = None
     """Pin an API version; None uses the SDK's own."""
 
@@ -132,9 +139,7 @@ class StripeGateway:
             stripe.WebhookSignature.verify_header(body.decode("utf-8"), header, secret)
         except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise ValueError(f"stripe webhook signature does not verify: {exc}") from exc
-        stamp = _timestamp(header)
-        if abs(self.clock() - stamp) > self.config.webhook_tolerance_s:
-            raise ValueError("stripe webhook timestamp outside the tolerance (replayed or stale)")
+        check_sent_time("stripe", _timestamp(header), self.clock(), self.config.webhook_tolerance_s)
         try:
             event = json.loads(body)
         except ValueError as exc:

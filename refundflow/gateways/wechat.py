@@ -40,7 +40,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from refundflow.domain.states import PayoutEvent, PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction, PayoutResult
+from refundflow.gateways.base import (
+    WEBHOOK_TOLERANCE_S,
+    GatewayError,
+    GatewayTimeout,
+    PayoutInstruction,
+    PayoutResult,
+    check_sent_time,
+)
 
 API_BASE = "https://api.mch.weixin.qq.com"
 REFUNDS_PATH = "/v3/refund/domestic/refunds"
@@ -75,7 +82,7 @@ class WechatConfig(BaseModel):
     """WeChat Pay public keys by id (``PUB_KEY_ID_...``), for merchants on that scheme."""
     notify_url: str = ""
     timeout_s: float = 10.0
-    webhook_tolerance_s: float = 300.0
+    webhook_tolerance_s: float = WEBHOOK_TOLERANCE_S
     """Oldest notification or answer accepted, by its signed timestamp (replays)."""
 
 
@@ -187,8 +194,9 @@ class WechatGateway:
             raise ValueError("wechat notification without its Wechatpay-* signature headers")
         if not self._verified(stamp, nonce, body, signature, serial):
             raise ValueError("wechat notification signature does not verify")
-        if not stamp.isdigit() or abs(self.clock() - int(stamp)) > self.config.webhook_tolerance_s:
-            raise ValueError("wechat notification timestamp outside the tolerance (replay?)")
+        if not stamp.isdigit():
+            raise ValueError("wechat notification timestamp is not unix seconds")
+        check_sent_time("wechat", int(stamp), self.clock(), self.config.webhook_tolerance_s)
         try:
             envelope = json.loads(body)
             resource = envelope["resource"]
