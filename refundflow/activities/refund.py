@@ -68,6 +68,7 @@ from refundflow.gateways.balance import refunds_account
 from refundflow.gateways.base import (
     Gateway,
     GatewayError,
+    GatewayMismatch,
     GatewayTimeout,
     PayoutResult,
 )
@@ -345,6 +346,13 @@ class RefundActivities:
     async def send_payout(self, call: PayoutCall) -> PayoutResult:
         try:
             return await self._send(call)
+        except GatewayMismatch as exc:
+            # Not retried, and no fallback: the run escalates with the outcome unknown.
+            raise ApplicationError(
+                f"provider answered with another refund: {exc}",
+                type="GatewayMismatch",
+                non_retryable=True,
+            ) from exc
         except GatewayTimeout as exc:
             what = f"payout {call.record.key}: outcome unknown, asked before any resend: {exc}"
             raise retry_later(log, what, error_type="GatewayTimeout") from exc
@@ -372,6 +380,11 @@ class RefundActivities:
     async def query_payout(self, call: PayoutCall) -> PayoutResult:
         try:
             return await self._gateway(call.record.route).query(call.instruction())
+        except GatewayMismatch as exc:
+            # No news for this payout: the run's record stays as it is (ops repair it).
+            return PayoutResult(
+                status=PayoutStatus.UNKNOWN, code="PROVIDER_MISMATCH", message=str(exc)
+            )
         except GatewayError as exc:
             what = f"payout {call.record.key}: provider did not answer the query: {exc}"
             raise retry_later(log, what, error_type="GatewayError") from exc

@@ -71,11 +71,17 @@ class GatewayTimeout(Exception):
     """The outcome is unknown: the provider may have committed. Query before any resend."""
 
 
+class GatewayMismatch(Exception):
+    """The provider answered under our key with a refund we did not ask for (another amount
+    or currency): money may have moved, so neither a retry nor a fallback is safe. Ops look."""
+
+
 class Gateway(Protocol):
     name: str
 
     async def refund(self, instruction: PayoutInstruction) -> PayoutResult:
-        """Send the refund. Raises GatewayError (retryable) or GatewayTimeout (unknown)."""
+        """Send the refund. Raises GatewayError (retryable), GatewayTimeout (unknown) or
+        GatewayMismatch (the provider holds another refund under our key)."""
         ...
 
     async def query(self, instruction: PayoutInstruction) -> PayoutResult:

@@ -20,6 +20,7 @@ from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import (
     WEBHOOK_TOLERANCE_S,
     GatewayError,
+    GatewayMismatch,
     GatewayTimeout,
     PayoutInstruction,
     PayoutResult,
@@ -83,7 +84,13 @@ class StripeGateway:
         params: dict[str, Any] = {
             **payment,
             "amount": instruction.amount,
-            "metadata": {"payout_key": instruction.payout_key, "refund_id": instruction.refund_id},
+            # Stripe refunds in the charge's currency and takes none from us; the one we expect
+            # is kept beside our key, for whoever reads the refund in Stripe's dashboard.
+            "metadata": {
+                "payout_key": instruction.payout_key,
+                "refund_id": instruction.refund_id,
+                "currency": instruction.currency,
+            },
         }
         if instruction.reason.upper() == "DUPLICATE_PAYMENT":
             params["reason"] = "duplicate"
@@ -96,7 +103,7 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             return _refused(exc)
-        return _checked(_result(refund), refund, instruction)
+        return _checked(refund.to_dict(), instruction)
 
     async def query(self, instruction: PayoutInstruction) -> PayoutResult:
         if instruction.provider_ref:
@@ -104,7 +111,7 @@ class StripeGateway:
                 refund = await self._client.v1.refunds.retrieve_async(instruction.provider_ref)
             except stripe.StripeError as exc:
                 return _query_failed(exc)
-            return _result(refund)
+            return _checked(refund.to_dict(), instruction)
         payment = _payment_param(instruction)
         if payment is None:
             # refund() never calls Stripe without a payment, so nothing can exist.
@@ -123,7 +130,7 @@ class StripeGateway:
             for refund in page.data:
                 obj = refund.to_dict()
                 if (obj.get("metadata") or {}).get("payout_key") == instruction.payout_key:
-                    return _result_from(obj)
+                    return _checked(obj, instruction)
             if not page.has_more or not page.data:
                 return PayoutResult(
                     status=PayoutStatus.NOT_FOUND, message="no refund of the payment has this key"
@@ -163,6 +170,7 @@ class StripeGateway:
             event_id=str(event.get("id") or ""),
             # Stripe's amount is in the currency's smallest unit, as ours.
             amount=obj["amount"] if isinstance(obj.get("amount"), int) else None,
+            currency=str(obj.get("currency") or "").upper(),
         )
 
 
@@ -173,10 +181,6 @@ def _payment_param(instruction: PayoutInstruction) -> dict[str, str] | None:
     if txn.startswith("pi_"):
         return {"payment_intent": txn}
     return None
-
-
-def _result(refund: stripe.Refund) -> PayoutResult:
-    return _result_from(refund.to_dict())
 
 
 def _result_from(obj: Mapping[str, Any]) -> PayoutResult:
@@ -207,22 +211,19 @@ def _result_from(obj: Mapping[str, Any]) -> PayoutResult:
     )
 
 
-def _checked(
-    result: PayoutResult, refund: stripe.Refund, instruction: PayoutInstruction
-) -> PayoutResult:
-    """Stripe refuses a key reused with other parameters (``idempotency_error``); this guards
-    against an answer that still is not this payout's. The currency is Stripe's choice (the
-    charge's), so only the amount can be compared."""
-    if refund.amount != instruction.amount:
-        return PayoutResult(
-            status=PayoutStatus.FAILED_PERMANENT,
-            code="KEY_REUSED",
-            message=(
-                f"stripe answered with a refund of {refund.amount} {refund.currency} for "
-                f"{instruction.amount} {instruction.currency}"
-            ),
+def _checked(obj: Mapping[str, Any], instruction: PayoutInstruction) -> PayoutResult:
+    """Stripe's refund under our key, if it is the one we asked for. Stripe refuses a key reused
+    with other parameters (``idempotency_error``), and refunds in the charge's currency: a refund
+    of another amount or currency means the charge is not what our order says, and money may
+    have moved. Neither a resend nor a fallback is safe then (GatewayMismatch)."""
+    amount, currency = obj.get("amount"), str(obj.get("currency") or "").upper()
+    if amount != instruction.amount or currency != instruction.currency.upper():
+        raise GatewayMismatch(
+            f"stripe refund {obj.get('id')} under key {instruction.payout_key} is"
+            f" {amount} {obj.get('currency')}, we asked for {instruction.amount}"
+            f" {instruction.currency}"
         )
-    return result
+    return _result_from(obj)
 
 
 def _refused(exc: stripe.StripeError) -> PayoutResult:

@@ -15,9 +15,14 @@ from pydantic import SecretStr
 
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutStatus
-from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
+from refundflow.gateways.base import (
+    GatewayError,
+    GatewayMismatch,
+    GatewayTimeout,
+    PayoutInstruction,
+)
 from refundflow.gateways.simulators.core import SimLedger, SimulatorHost, event_id
-from refundflow.gateways.simulators.stripe import StripeSimulator
+from refundflow.gateways.simulators.stripe import StripeSimulator, dev_simulator
 from refundflow.gateways.stripe_card import SIGNATURE_HEADER, StripeConfig, StripeGateway
 from tests.gateways.webhook_receiver import Receiver
 
@@ -272,3 +277,41 @@ async def test_forged_and_stale_webhooks_are_refused(
     sig = hmac.new(sim.webhook_secret.encode(), f"{t}.".encode() + other_body, hashlib.sha256)
     with pytest.raises(ValueError, match="carries no refund"):
         gw.verify_webhook({SIGNATURE_HEADER: f"t={t},v1={sig.hexdigest()}"}, other_body)
+
+
+# ---------------------------------------------------------------------------- currency
+async def test_a_refund_in_another_currency_than_ours_is_flagged_not_taken(
+    sim: StripeSimulator, gw: StripeGateway
+) -> None:
+    # Our tender says CNY; Stripe's charge is in USD, and a refund is in the charge's currency.
+    order = ins(paid(sim, 5000, currency="USD"), 4000).model_copy(update={"currency": "CNY"})
+    with pytest.raises(GatewayMismatch, match="usd") as refused:
+        await gw.refund(order)
+    [stored] = sim.ledger.refunds(order.payout_key)
+    assert stored.currency == "USD"
+    assert stored.provider_ref in str(refused.value)  # ops get a handle on the money moved
+    with pytest.raises(GatewayMismatch):
+        await gw.query(order)
+    with pytest.raises(GatewayMismatch):
+        await gw.query(order.model_copy(update={"provider_ref": stored.provider_ref}))
+    _, headers, body = sim.event_request(stored, event_id="evt_usd")
+    event = gw.verify_webhook(headers, body)
+    assert (event.amount, event.currency) == (4000, "USD")  # so the run can tell it is not ours
+
+
+async def test_the_dev_simulator_refunds_in_the_currency_of_the_payment(tmp_path: Path) -> None:
+    dev = dev_simulator(tmp_path, notify_url="http://127.0.0.1:9/v1/webhooks/stripe")
+    host = SimulatorHost([dev])
+    host.start()
+    gateway = StripeGateway(dev.adapter_config(host.base_url("stripe")))
+    try:
+        # The dev stack's Stripe takes any PaymentIntent, as if the customer had paid it.
+        order = ins(f"pi_{uuid.uuid4().hex[:14]}", 89900).model_copy(update={"currency": "CNY"})
+        assert (await gateway.refund(order)).status is ACCEPTED
+        [stored] = dev.ledger.refunds(order.payout_key)
+        assert (stored.amount, stored.currency) == (89900, "CNY")
+        assert dev.render(stored)["currency"] == "cny"
+        assert (await gateway.query(order)).status is ACCEPTED
+    finally:
+        await gateway.aclose()
+        host.stop()

@@ -3,9 +3,15 @@ answers in the provider's protocol, and its webhooks come back through the API."
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
-from refundflow.domain.states import RefundStatus
+import pytest
+
+from refundflow.domain.orders import PaymentMethod
+from refundflow.domain.states import PayoutStatus, RefundStatus
+from refundflow.workflows.refund import RefundWorkflow
 from tests.providers.conftest import ProviderStack
 from tests.workflows.conftest import payment
 
@@ -98,3 +104,31 @@ async def test_a_permanent_failure_falls_back_to_the_store_balance(
     assert first.code == p.provider.permanent[1]
     assert (fallback.route.value, fallback.status.value) == ("balance", "settled")
     assert p.stack.tender("p1").refunded == 4000
+
+
+@pytest.mark.parametrize("provider", ["stripe"], indirect=True)
+async def test_a_refund_in_another_currency_escalates_without_a_fallback(
+    provider: ProviderStack,
+) -> None:
+    """Our order says CNY, the card was charged in USD: Stripe refunds 40.00 USD. Money moved,
+    so neither a retry nor the balance fallback may pay again; ops get the refund's id."""
+    p = provider
+    txn = f"{p.provider.txn_prefix}{p.name}-o-fx"
+    p.ledger.add_payment(txn, amount=10000, currency="USD", paid_at=time.time() - 2 * 86400)
+    tender = payment("p1", p.provider.method.value, 10000, await p.stack.now())
+    order = await p.stack.order(f"{p.name}-o-fx", payments=[{**tender, "provider_txn_id": txn}])
+    handle = await p.stack.start(f"{p.name}-fx", order)
+    state = await handle.query(RefundWorkflow.view)
+    for _ in range(60):
+        state = await handle.query(RefundWorkflow.view)
+        if state.status is RefundStatus.NEEDS_ATTENTION:
+            break
+        await p.stack.env.sleep(timedelta(minutes=1))
+    assert state.status is RefundStatus.NEEDS_ATTENTION
+    [stored] = p.refunds(f"{p.name}-fx")
+    assert (stored.amount, stored.currency) == (4000, "USD")
+    assert stored.provider_ref in state.escalation_reason
+    assert [(pay.route, pay.status) for pay in state.payouts] == [
+        (PaymentMethod.CARD, PayoutStatus.UNKNOWN)
+    ]
+    assert p.stack.tender("p1").refunded == 0

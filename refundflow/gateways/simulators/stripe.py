@@ -9,6 +9,10 @@ with a ``failure_reason``, the card ARN in ``destination_details.card.reference`
 available, lists by ``payment_intent``/``charge`` with cursor paging, and webhooks
 (``refund.updated``/``refund.failed``) signed with ``Stripe-Signature: t=...,v1=...``.
 
+A refund is in its payment's currency, as Stripe's are (the API takes no currency for a
+charge's refund). The dev stack's simulator takes an unknown PaymentIntent as paid, in the
+currency the refund's ``metadata[currency]`` names (USD without one).
+
 What it does not: other resources (a payment is registered in the ledger, its charge is
 ``ch_<suffix>`` for ``pi_<suffix>``), key expiry after 24 hours, replay of error answers for a
 key (a refused request is evaluated again), ``requires_action`` and ``canceled`` refunds,
@@ -220,7 +224,7 @@ class StripeSimulator:
             refund_no=key,
             payment_id=payment_id,
             amount=amount,
-            currency=payment.currency if payment else "USD",
+            currency=payment.currency if payment else _invented_currency(metadata),
             check=lambda p, rs: _check(p, rs, amount),
             make_refs=_make_refs,
             extra=extra,
@@ -357,6 +361,13 @@ def dev_simulator(
 def _make_refs(refund_no: str) -> tuple[str, str]:
     digest = hashlib.sha256(f"stripe|{refund_no}".encode()).hexdigest()
     return "re_" + digest[:24], digits_ref(refund_no, "stripe-arn", 23)
+
+
+def _invented_currency(metadata: dict[str, str]) -> str:
+    """The currency of a payment the dev stack takes as paid without knowing it: the one the
+    merchant records in the refund's metadata (ours does), else the account's default."""
+    named = metadata.get("currency", "").upper()
+    return named if len(named) == 3 and named.isalpha() else "USD"
 
 
 def _refunded(refunds: list[SimRefund]) -> int:
