@@ -136,9 +136,12 @@ def test_webhook_modes(ledger: SimLedger, clock: Clock) -> None:
     assert not [d for d in due if d.refund.refund_no in ("never", "late")]
     assert [d.refund.status for d in due if d.refund.refund_no == "once"] == [SUCCESS]
     assert ledger.due_webhooks() == []  # claimed once
+    for delivered in due:
+        ledger.webhook_delivered(delivered)
     clock.now += 1
     stale = ledger.due_webhooks()
     assert [(d.refund.refund_no, d.refund.status) for d in stale] == [("ooo", PROCESSING)]
+    ledger.webhook_delivered(stale[0])
     clock.now += 30
     assert [d.refund.refund_no for d in ledger.due_webhooks()] == ["late"]
 
@@ -154,6 +157,23 @@ def test_an_unacknowledged_webhook_comes_again_with_backoff(
     clock.now += 2
     (again,) = ledger.due_webhooks()
     assert (again.event_id, again.attempt) == (due.event_id, 2)
+
+
+def test_a_webhook_whose_delivery_was_cut_short_comes_again(
+    ledger: SimLedger, clock: Clock
+) -> None:
+    """At least once: a host that dies between taking a webhook and the merchant's answer
+    (killed, or the machine lost) has acknowledged nothing, so the webhook is still owed."""
+    _create(ledger, "k")
+    ledger.settle("k")
+    (claimed,) = ledger.due_webhooks()
+    assert ledger.due_webhooks() == []  # one delivery at a time
+    clock.now += 60  # the host died holding it
+    (again,) = ledger.due_webhooks()
+    assert (again.event_id, again.refund, again.attempt) == (claimed.event_id, claimed.refund, 2)
+    ledger.webhook_delivered(again)
+    clock.now += 3600
+    assert ledger.due_webhooks() == []
 
 
 class EchoSim:

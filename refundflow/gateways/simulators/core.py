@@ -41,6 +41,9 @@ Behaviour = str | tuple[str, str]
 _REFUND_KINDS = ("ok", "transient", "timeout_after_commit", "permanent", "fail_later")
 _HOOK_MODES = ("once", "twice", "never", "late", "out_of_order")
 _MAX_DELIVERIES = 8
+# How long a webhook taken for delivery stays out of sight: past the host's HTTP timeout, so
+# only a host that died holding it lets it come due again.
+_DELIVERY_LEASE_S = 30.0
 # Long enough to queue behind every writer of a busy test run, short enough to surface a hang.
 _BUSY_TIMEOUT_S = 30.0
 AUTO_PAYMENT_AMOUNT = 10**9
@@ -321,11 +324,18 @@ class SimLedger:
 
     # ------------------------------------------------------------------ webhooks
     def due_webhooks(self) -> list[WebhookDue]:
+        """Take the webhooks due now for delivery. Each stays owed until the merchant's 2xx
+        (``webhook_delivered``): taking one only puts it out of sight for a lease, so if the
+        host dies before the answer, it comes due again (at least once, like a provider)."""
+        now = self.clock()
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT * FROM webhooks WHERE due_at <= ? ORDER BY due_at, id", (self.clock(),)
+                "SELECT * FROM webhooks WHERE due_at <= ? ORDER BY due_at, id", (now,)
             ).fetchall()
-            conn.executemany("DELETE FROM webhooks WHERE id = ?", [(r["id"],) for r in rows])
+            conn.executemany(
+                "UPDATE webhooks SET due_at = ?, attempt = attempt + 1 WHERE id = ?",
+                [(now + _DELIVERY_LEASE_S, r["id"]) for r in rows],
+            )
         return [
             WebhookDue(
                 delivery_id=str(r["id"]),
@@ -336,22 +346,21 @@ class SimLedger:
             for r in rows
         ]
 
-    def webhook_failed(self, due: WebhookDue) -> None:
-        if due.attempt >= _MAX_DELIVERIES:
-            log.warning("simulator: giving up on webhook %s for %s", due.event_id, due.refund)
-            return
-        delay = min(0.5 * 2**due.attempt, 60.0)
+    def webhook_delivered(self, due: WebhookDue) -> None:
+        """The merchant acknowledged it (2xx): nothing more is owed."""
         with self._tx() as conn:
+            conn.execute("DELETE FROM webhooks WHERE id = ?", (int(due.delivery_id),))
+
+    def webhook_failed(self, due: WebhookDue) -> None:
+        """Not acknowledged: again after a backoff, up to the provider's number of tries."""
+        with self._tx() as conn:
+            if due.attempt >= _MAX_DELIVERIES:
+                log.warning("simulator: giving up on webhook %s for %s", due.event_id, due.refund)
+                conn.execute("DELETE FROM webhooks WHERE id = ?", (int(due.delivery_id),))
+                return
             conn.execute(
-                "INSERT INTO webhooks (refund_no, snapshot, event_id, due_at, attempt)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    due.refund.refund_no,
-                    _snapshot_to_json(due.refund),
-                    due.event_id,
-                    self.clock() + delay,
-                    due.attempt + 1,
-                ),
+                "UPDATE webhooks SET due_at = ? WHERE id = ?",
+                (self.clock() + _backoff(due.attempt), int(due.delivery_id)),
             )
 
     async def hold(self) -> None:
@@ -446,6 +455,11 @@ def digits_ref(refund_no: str, salt: str, length: int) -> str:
     """A deterministic numeric reference (ARN, bank reference...) derived from the refund number."""
     number = int(hashlib.sha256(f"{salt}|{refund_no}".encode()).hexdigest(), 16)
     return f"{number % 10**length:0{length}d}"
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before delivery ``attempt + 1``: 1, 2, 4 ... up to a minute."""
+    return min(0.5 * 2**attempt, 60.0)
 
 
 def parse_rule(rule: str) -> tuple[float | None, int | None]:
@@ -662,7 +676,8 @@ class SimulatorHost:
 
     async def _deliver(self, client: httpx.AsyncClient, sim: Simulator, due: WebhookDue) -> None:
         request = sim.webhook_request(due)
-        if request is None:
+        if request is None:  # this provider sends nothing for this change
+            await asyncio.to_thread(sim.ledger.webhook_delivered, due)
             return
         url, headers, body = request
         try:
@@ -671,5 +686,5 @@ class SimulatorHost:
         except httpx.HTTPError as exc:
             log.info("simulator %s: webhook to %s failed: %s", sim.name, url, exc)
             ok = False
-        if not ok:
-            await asyncio.to_thread(sim.ledger.webhook_failed, due)
+        settle = sim.ledger.webhook_delivered if ok else sim.ledger.webhook_failed
+        await asyncio.to_thread(settle, due)
