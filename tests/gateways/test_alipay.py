@@ -35,7 +35,8 @@ from refundflow.gateways.alipay import (
 )
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
 from refundflow.gateways.simulators.alipay import AlipaySimulator, dev_simulator
-from refundflow.gateways.simulators.core import SimLedger, SimulatorHost, WebhookDue
+from refundflow.gateways.simulators.core import SimLedger, WebhookDue
+from refundflow.gateways.simulators.host import SimulatorHost
 from refundflow.gateways.simulators.keys import generate
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED

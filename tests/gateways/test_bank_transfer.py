@@ -22,7 +22,8 @@ from refundflow.gateways.bank_transfer import (
 )
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
 from refundflow.gateways.simulators.bank import BankSimulator
-from refundflow.gateways.simulators.core import SimLedger, SimulatorHost
+from refundflow.gateways.simulators.core import SimLedger
+from refundflow.gateways.simulators.host import SimulatorHost
 from tests.gateways.webhook_receiver import Receiver
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED

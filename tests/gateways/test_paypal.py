@@ -24,7 +24,8 @@ from refundflow.gateways.paypal import (
     minor_from_value,
     paypal_value,
 )
-from refundflow.gateways.simulators.core import SimLedger, SimulatorHost
+from refundflow.gateways.simulators.core import SimLedger
+from refundflow.gateways.simulators.host import SimulatorHost
 from refundflow.gateways.simulators.paypal import PayPalSimulator
 from tests.gateways.webhook_receiver import Receiver
 

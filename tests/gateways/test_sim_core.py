@@ -23,9 +23,9 @@ from refundflow.gateways.simulators.core import (
     SimLedger,
     SimPayment,
     SimRefund,
-    SimulatorHost,
     WebhookDue,
 )
+from refundflow.gateways.simulators.host import SimulatorHost
 
 
 class Clock:

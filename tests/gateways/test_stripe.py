@@ -21,7 +21,8 @@ from refundflow.gateways.base import (
     GatewayTimeout,
     PayoutInstruction,
 )
-from refundflow.gateways.simulators.core import SimLedger, SimulatorHost, event_id
+from refundflow.gateways.simulators.core import SimLedger, event_id
+from refundflow.gateways.simulators.host import SimulatorHost
 from refundflow.gateways.simulators.stripe import StripeSimulator, dev_simulator
 from refundflow.gateways.stripe_card import SIGNATURE_HEADER, StripeConfig, StripeGateway
 from tests.gateways.webhook_receiver import Receiver

@@ -26,7 +26,8 @@ from starlette.types import ASGIApp
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
-from refundflow.gateways.simulators.core import SimLedger, SimulatorHost, WebhookDue, event_id
+from refundflow.gateways.simulators.core import SimLedger, WebhookDue, event_id
+from refundflow.gateways.simulators.host import SimulatorHost
 from refundflow.gateways.simulators.keys import generate
 from refundflow.gateways.simulators.wechat import WechatSimulator, dev_simulator
 from refundflow.gateways.wechat import (

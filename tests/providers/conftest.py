@@ -23,7 +23,8 @@ from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import RefundState
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_provider
-from refundflow.gateways.simulators.core import SimLedger, SimRefund, SimulatorHost
+from refundflow.gateways.simulators.core import SimLedger, SimRefund
+from refundflow.gateways.simulators.host import SimulatorHost
 from refundflow.settings import Settings
 from tests.ports import free_port
 from tests.workflows.conftest import ACCOUNT, Stack, open_stack

@@ -9,7 +9,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from refundflow.gateways.simulators.core import SimLedger, Simulator, SimulatorHost
+from refundflow.gateways.simulators.core import SimLedger
+from refundflow.gateways.simulators.host import Simulator, SimulatorHost
 
 SIMULATORS: dict[str, str] = {
     "alipay": "refundflow.gateways.simulators.alipay",
