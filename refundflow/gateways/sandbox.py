@@ -38,8 +38,8 @@ from refundflow.gateways.base import (
     PayoutResult,
     check_sent_time,
 )
-from refundflow.gateways.simulators.core import connect, write_tx
 from refundflow.gateways.simulators.core import parse_rule as _parse_rule
+from refundflow.gateways.simulators.store import connect, write_tx
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from refundflow.gateways.simulators.core import (
     SimRefund,
     WebhookDue,
 )
+from refundflow.gateways.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT
 from refundflow.gateways.simulators.host import SimulatorHost
 
 
@@ -174,6 +175,30 @@ def test_a_webhook_whose_delivery_was_cut_short_comes_again(
     ledger.webhook_delivered(again)
     clock.now += 3600
     assert ledger.due_webhooks() == []
+
+
+async def test_a_gate_holds_a_request_where_the_test_asked_and_says_so(tmp_path: Path) -> None:
+    book = SimLedger(tmp_path / "gated.db")
+    book.add_payment("p1", amount=500, currency="CNY")
+
+    async def arrival(refund_no: str) -> None:
+        while not book.gates.arrived(refund_no):
+            await asyncio.sleep(0.02)
+
+    book.gates.arm("lost", BEFORE_COMMIT)
+    held = asyncio.create_task(asyncio.to_thread(_create, book, "lost"))
+    await asyncio.wait_for(arrival("lost"), timeout=10)
+    assert book.count("lost") == 0  # arrived, nothing stored yet
+    book.gates.release("lost", drop=True)
+    assert (await held).kind == "transient" and book.count("lost") == 0
+    assert _create(book, "lost").kind == "created"  # a gate catches one request
+
+    book.gates.arm("stored", AFTER_COMMIT)
+    held = asyncio.create_task(asyncio.to_thread(_create, book, "stored"))
+    await asyncio.wait_for(arrival("stored"), timeout=10)
+    assert book.count("stored") == 1  # stored, the answer not given yet
+    book.gates.release("stored")
+    assert (await held).kind == "created"
 
 
 class EchoSim:

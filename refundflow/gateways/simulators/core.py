@@ -22,11 +22,14 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from refundflow.gateways.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT, Gates
+from refundflow.gateways.simulators.store import connect, write_tx
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,6 @@ _MAX_DELIVERIES = 8
 # How long a webhook taken for delivery stays out of sight: past the host's HTTP timeout, so
 # only a host that died holding it lets it come due again.
 _DELIVERY_LEASE_S = 30.0
-# Long enough to queue behind every writer of a busy test run, short enough to surface a hang.
-_BUSY_TIMEOUT_S = 30.0
 AUTO_PAYMENT_AMOUNT = 10**9
 """What an unknown payment is taken to have captured when ``auto_payments`` is on (dev stack)."""
 
@@ -158,6 +159,7 @@ class SimLedger:
         with closing(self._connect()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+        self.gates = Gates(self.path)
 
     # ------------------------------------------------------------------ payments
     def add_payment(
@@ -205,6 +207,25 @@ class SimLedger:
         check: Check,
         make_refs: Callable[[str], tuple[str, str]],
         extra: dict[str, Any] | None = None,
+    ) -> RefundOutcome:
+        """A refund request as the provider handles it: through a test's gates (``gates.py``)
+        on either side of storing it."""
+        if not self.gates.wait(refund_no, BEFORE_COMMIT):
+            return RefundOutcome("transient")  # dropped: the provider never took it
+        outcome = self._create(refund_no, payment_id, amount, currency, check, make_refs, extra)
+        if outcome.kind == "created":
+            self.gates.wait(refund_no, AFTER_COMMIT)
+        return outcome
+
+    def _create(
+        self,
+        refund_no: str,
+        payment_id: str,
+        amount: int,
+        currency: str,
+        check: Check,
+        make_refs: Callable[[str], tuple[str, str]],
+        extra: dict[str, Any] | None,
     ) -> RefundOutcome:
         with self._tx() as conn:
             kind, arg = _next(conn, "refund", refund_no, default=("ok", ""))
@@ -416,28 +437,6 @@ class SimLedger:
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return write_tx(self.path)
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A simulator's SQLite file in autocommit mode, so ``write_tx`` alone decides where
-    transactions begin and end; rows by column name."""
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-@contextmanager
-def write_tx(path: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction. IMMEDIATE takes the write lock before the first read, so a
-    check-then-insert cannot interleave with another thread or process doing the same."""
-    with closing(connect(path)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
 
 def event_id(refund_no: str, status: str) -> str:
