@@ -1,4 +1,5 @@
-"""The side effects RefundWorkflow needs: database steps and payout calls.
+"""The side effects RefundWorkflow needs: database steps, and (``payout_calls.py``) the calls
+to providers.
 
 Database activities are plain functions run on the worker's thread pool, each one transaction.
 Every one of them is safe to run twice (a local activity is retried if the worker dies after
@@ -9,8 +10,6 @@ the same one.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,6 @@ from temporalio.exceptions import ApplicationError
 
 from refundflow.activities.contracts import (
     ApprovalInput,
-    PayoutCall,
     RecheckInput,
     RecheckResult,
     RecordPayoutInput,
@@ -34,12 +32,11 @@ from refundflow.activities.contracts import (
     ReviewResult,
     TransitionInput,
 )
-from refundflow.activities.retries import retry_later
+from refundflow.activities.payout_calls import ProviderCalls
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import AuditEventRow, RefundRow
 from refundflow.db.repository import (
     append_audit,
-    count_provider_refunds,
     count_recent_refunds,
     create_refund,
     enqueue_outbox,
@@ -60,24 +57,17 @@ from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError, OverRefund
 from refundflow.domain.orders import PaymentMethod, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
-from refundflow.domain.provider_rules import provider_refusal
 from refundflow.domain.quote import Quote
 from refundflow.domain.review import review
 from refundflow.domain.states import PayoutStatus, RefundStatus
 from refundflow.gateways.balance import refunds_account
 from refundflow.gateways.base import (
     Gateway,
-    GatewayError,
-    GatewayMismatch,
-    GatewayTimeout,
-    PayoutResult,
 )
 from refundflow.settings import Settings
 
-log = logging.getLogger(__name__)
 
-
-class RefundActivities:
+class RefundActivities(ProviderCalls):
     def __init__(self, engine: Engine, gateways: Mapping[PaymentMethod, Gateway]) -> None:
         self.engine = engine
         self.gateways = dict(gateways)
@@ -340,88 +330,6 @@ class RefundActivities:
                     memo=f"payout {record.key} settled",
                     at=inp.at,
                 )
-
-    # ----------------------------------------------------------------- gateways
-    @activity.defn
-    async def send_payout(self, call: PayoutCall) -> PayoutResult:
-        try:
-            return await self._send(call)
-        except GatewayMismatch as exc:
-            # Not retried, and no fallback: the run escalates with the outcome unknown.
-            raise ApplicationError(
-                f"provider answered with another refund: {exc}",
-                type="GatewayMismatch",
-                non_retryable=True,
-            ) from exc
-        except GatewayTimeout as exc:
-            what = f"payout {call.record.key}: outcome unknown, asked before any resend: {exc}"
-            raise retry_later(log, what, error_type="GatewayTimeout") from exc
-        except GatewayError as exc:
-            what = f"payout {call.record.key}: provider refused for now: {exc}"
-            raise retry_later(log, what, error_type="GatewayError") from exc
-
-    async def _send(self, call: PayoutCall) -> PayoutResult:
-        instruction = call.instruction()
-        gateway = self._gateway(instruction.route)
-        sent_before = await asyncio.to_thread(self._sent_before, call.record.key)
-        if activity.info().attempt > 1 or sent_before:
-            # An earlier attempt (of this activity, or before ops retried an unknown outcome)
-            # may have reached the provider: ask before sending again.
-            known = await gateway.query(instruction)
-            if known.status is not PayoutStatus.NOT_FOUND:
-                return known
-        refused = await asyncio.to_thread(self._provider_refusal, call)
-        if refused is not None:
-            code, message = refused
-            return PayoutResult(status=PayoutStatus.FAILED_PERMANENT, code=code, message=message)
-        return await gateway.refund(instruction)
-
-    @activity.defn
-    async def query_payout(self, call: PayoutCall) -> PayoutResult:
-        try:
-            return await self._gateway(call.record.route).query(call.instruction())
-        except GatewayMismatch as exc:
-            # No news for this payout: the run's record stays as it is (ops repair it).
-            return PayoutResult(
-                status=PayoutStatus.UNKNOWN, code="PROVIDER_MISMATCH", message=str(exc)
-            )
-        except GatewayError as exc:
-            what = f"payout {call.record.key}: provider did not answer the query: {exc}"
-            raise retry_later(log, what, error_type="GatewayError") from exc
-
-    def _sent_before(self, payout_key: str) -> bool:
-        with session_scope(self.engine, readonly=True) as session:
-            row = get_payout(session, payout_key=payout_key)
-        return row is not None and row.status != PayoutStatus.PENDING.value
-
-    def _provider_refusal(self, call: PayoutCall) -> tuple[str, str] | None:
-        record = call.record
-        if not call.payment_id or not call.original_txn_id:
-            return None  # not a refund of an original payment (balance, bank transfer...)
-        with session_scope(self.engine, readonly=True) as session:
-            earlier = count_provider_refunds(
-                session,
-                merchant_id=call.merchant_id,
-                order_id=call.order_id,
-                payment_id=call.payment_id,
-                route=record.route.value,
-                excluding=record.key,
-            )
-        return provider_refusal(
-            record.route,
-            paid_at=call.original_paid_at,
-            # The server's clock, like the run's: test servers skip time.
-            now=activity.info().current_attempt_scheduled_time,
-            earlier_refunds=earlier,
-        )
-
-    def _gateway(self, route: PaymentMethod) -> Gateway:
-        gateway = self.gateways.get(route)
-        if gateway is None:
-            raise ApplicationError(
-                f"no gateway for {route.value}", type="DomainError", non_retryable=True
-            )
-        return gateway
 
 
 def _unreserved_row(inp: ReserveInput, *, status: RefundStatus) -> RefundRow:

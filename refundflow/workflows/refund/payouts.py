@@ -52,6 +52,9 @@ GATEWAY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=10),
     non_retryable_error_types=["DomainError"],
 )
+# A provider call heartbeats while it waits: if its worker dies, another takes it over after
+# this long instead of after the call's whole timeout (only options: no command changes).
+PROVIDER_HEARTBEAT = timedelta(seconds=10)
 _MAX_UNMATCHED = 20  # events for keys this run never made must not pile up for ever
 
 
@@ -148,6 +151,7 @@ async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
                 payout_call(run, record),
                 start_to_close_timeout=timedelta(minutes=2),
                 schedule_to_close_timeout=timedelta(days=1),
+                heartbeat_timeout=PROVIDER_HEARTBEAT,
                 retry_policy=GATEWAY_RETRY,
                 summary=f"pay {run.amount(record.amount)} via {record.route.value}: {record.key}",
             )
@@ -251,6 +255,7 @@ async def poll_open_payouts(run: Run) -> None:
                 RefundActivities.query_payout,
                 payout_call(run, record),
                 start_to_close_timeout=timedelta(minutes=1),
+                heartbeat_timeout=PROVIDER_HEARTBEAT,
                 retry_policy=GATEWAY_RETRY,
                 summary=f"check {record.key}",
             )
