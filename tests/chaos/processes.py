@@ -1,0 +1,78 @@
+"""Child processes a fault test starts, kills and restarts: each in a process group of its own
+(so a kill reaches whatever it started too), logging to a file, and all stopped at the end
+whatever happened."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+_GRACE_S = 15.0
+
+
+class Processes:
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self.kills: dict[str, int] = {}
+        """How many times each process was killed with SIGKILL."""
+
+    def start(
+        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        assert not self.alive(name), f"{name} is already running"
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                list(args),
+                env=dict(env) if env is not None else None,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._running[name] = process
+        return process
+
+    def alive(self, name: str) -> bool:
+        process = self._running.get(name)
+        return process is not None and process.poll() is None
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL, as a crash: no handler runs, nothing is flushed or closed."""
+        process = self._running.pop(name)
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+        self.kills[name] = self.kills.get(name, 0) + 1
+
+    def stop(self, name: str) -> None:
+        """SIGTERM, then SIGKILL if the process has not ended after a grace period."""
+        process = self._running.pop(name, None)
+        if process is None:
+            return
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        # Whatever the process started in its group goes too.
+        _signal_group(process, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(reversed(self._running)):
+            self.stop(name)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)

@@ -1,0 +1,195 @@
+"""The whole stack as separate processes, as it runs in production: a Temporal dev server (state
+in a file, so it survives a kill), the provider simulators, ``refundflow api`` and
+``refundflow worker``, configured only through ``REFUNDFLOW_*`` variables, with the simulators
+standing in for the providers behind the real adapters (``REFUNDFLOW_PROVIDERS``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from refundflow.db.engine import make_engine, session_scope
+from refundflow.db.migrate import upgrade
+from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.gateways.simulators.core import SimLedger
+from refundflow.gateways.simulators.dev import SIMULATORS
+from refundflow.gateways.wechat import out_refund_no
+from refundflow.workflows.search_attributes import dev_server_flags
+from tests.chaos.processes import Processes
+from tests.ports import free_ports
+
+BIN = Path(sys.executable).parent
+MERCHANT = "chaos"
+PROVIDERS = tuple(SIMULATORS)
+"""alipay, wechat, stripe, paypal, bank_transfer."""
+ADAPTER_TIMEOUT_S = 2.0
+"""The adapters' HTTP timeout here: a held answer (commit-then-timeout) is given up on fast."""
+_READY_S = 120.0
+
+
+class ChaosStack:
+    def __init__(self, root: Path, database_url: str) -> None:
+        self.root = root
+        self.database_url = database_url
+        self.processes = Processes(root / "logs")
+        self.temporal_port, self.temporal_http_port, self.sim_port, self.api_port = free_ports(4)
+        self.providers: dict[str, dict[str, Any]] = {}
+        self.keys: dict[str, str] = {}
+        self.engine: Engine = make_engine(database_url)
+        self.ledgers: dict[str, SimLedger] = {}
+        self._client: Client | None = None
+        self.started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    def env(self) -> dict[str, str]:
+        """What the worker and the API get: the environment, and nothing else to go by."""
+        return {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "REFUNDFLOW_DATABASE_URL": self.database_url,
+            "REFUNDFLOW_DATA_DIR": str(self.root / "data"),
+            "REFUNDFLOW_TEMPORAL_ADDRESS": self.temporal_address,
+            "REFUNDFLOW_PROVIDERS": json.dumps(self.providers),
+        }
+
+    def refund_no(self, provider: str, payout_key: str) -> str:
+        """Our payout key as the provider's ledger stores it."""
+        return out_refund_no(payout_key) if provider == "wechat" else payout_key
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        upgrade(self.database_url)
+        with session_scope(self.engine) as session:
+            upsert_merchant(session, merchant_id=MERCHANT, name="Chaos shop")
+            for role in ("client", "ops"):
+                _, self.keys[role] = create_api_key(
+                    session, merchant_id=MERCHANT, name=f"chaos-{role}", role=role
+                )
+        self.start_temporal()
+        await self._start_simulators()
+        # The API connects to Temporal once, at its start: the server must be up by then.
+        await self.wait_temporal()
+        api = [str(BIN / "refundflow"), "api", "--port", str(self.api_port)]
+        self.processes.start("api", api, self.env())
+        self.start_worker()
+        await self._wait_api()
+
+    def start_temporal(self) -> None:
+        args = [
+            *(str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--headless"),
+            *("--port", str(self.temporal_port), "--http-port", str(self.temporal_http_port)),
+            *("--db-filename", str(self.root / "temporal.db")),
+            *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
+            *("--log-level", "error"),
+            *dev_server_flags(),
+        ]
+        self.processes.start("temporal", args)
+
+    def start_worker(self) -> None:
+        self.processes.start("worker", [str(BIN / "refundflow"), "worker"], self.env())
+
+    def kill_worker(self) -> None:
+        self.processes.kill9("worker")
+
+    async def kill_temporal(self) -> None:
+        """kill -9 the Temporal server, then start it again on its own state file."""
+        self.processes.kill9("temporal")
+        self.start_temporal()
+        await self.wait_temporal()
+
+    async def close(self) -> None:
+        try:
+            self.processes.stop_all()
+        finally:
+            self.engine.dispose()
+
+    # ------------------------------------------------------------------ clients
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await Client.connect(
+                self.temporal_address, data_converter=pydantic_data_converter
+            )
+        return self._client
+
+    @asynccontextmanager
+    async def http(self, role: str = "client") -> AsyncIterator[httpx.AsyncClient]:
+        headers = {"Authorization": f"Bearer {self.keys[role]}"}
+        async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=60) as http:
+            yield http
+
+    # ------------------------------------------------------------------ waiting for parts
+    async def wait_temporal(self) -> None:
+        deadline = time.monotonic() + _READY_S
+        while time.monotonic() < deadline:
+            assert self.processes.alive("temporal"), self.processes.log_tail("temporal")
+            try:
+                client = await Client.connect(self.temporal_address)
+                await client.count_workflows()  # answered only once the shards are loaded
+                return
+            except Exception:  # not listening yet, or still loading its state
+                await asyncio.sleep(0.2)
+        raise AssertionError("the Temporal server did not come up")
+
+    async def _start_simulators(self) -> None:
+        configs = self.root / "providers.json"
+        args = [
+            *(str(BIN / "python"), "-m", "refundflow.gateways.simulators.dev"),
+            *("--data-dir", str(self.root / "sims"), "--port", str(self.sim_port)),
+            *("--api-url", self.api_url, "--settlement", "seconds:1"),
+            *("--configs", str(configs)),
+        ]
+        self.processes.start("simulators", args, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + _READY_S
+        while not configs.exists():
+            assert self.processes.alive("simulators"), self.processes.log_tail("simulators")
+            assert time.monotonic() < deadline, "the simulators did not come up"
+            await asyncio.sleep(0.1)
+        self.providers = {
+            name: config | {"timeout_s": ADAPTER_TIMEOUT_S}
+            for name, config in json.loads(configs.read_text()).items()
+        }
+        for name in PROVIDERS:
+            self.ledgers[name] = SimLedger(self.root / "sims" / "simulators" / name / "ledger.db")
+
+    async def _wait_api(self) -> None:
+        deadline = time.monotonic() + _READY_S
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=5) as http:
+            while time.monotonic() < deadline:
+                assert self.processes.alive("api"), self.processes.log_tail("api")
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"the API did not get ready:\n{self.processes.log_tail('api')}")
+
+
+@asynccontextmanager
+async def chaos_stack(root: Path, database_url: str) -> AsyncIterator[ChaosStack]:
+    stack = ChaosStack(root, database_url)
+    try:
+        await stack.start()
+        yield stack
+    finally:
+        await stack.close()
