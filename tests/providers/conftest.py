@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,12 +185,13 @@ class ProviderStack:
 
 
 @asynccontextmanager
-async def _api(
-    stack: Stack, gateway: Gateway, method: PaymentMethod, port: int
+async def serve_api(
+    stack: Stack, gateways: Mapping[PaymentMethod, Gateway], port: int
 ) -> AsyncIterator[None]:
+    """The HTTP API on ``port``, verifying webhooks with ``gateways`` (which pay which route)."""
     settings = Settings(task_queue=stack.task_queue)
     app = create_app(settings, engine=stack.engine, temporal=stack.env.client)
-    use_gateways(app, {method: gateway})
+    use_gateways(app, gateways)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -221,7 +222,7 @@ async def provider(
         gateway = build_provider(spec.name, dict(config))
         async with (
             open_stack(env, tmp_path, {spec.method: gateway}) as stack,
-            _api(stack, gateway, spec.method, port),
+            serve_api(stack, {spec.method: gateway}, port),
         ):
             yield ProviderStack(stack=stack, provider=spec, sim=sim, gateway=gateway)
         close = getattr(gateway, "aclose", None)

@@ -17,7 +17,6 @@ from refundflow.api.problems import TEMPORAL, documented
 from refundflow.db.engine import session_scope
 from refundflow.db.repository import (
     get_payout,
-    get_refund,
     record_webhook_event,
     webhook_event_recorded,
 )
@@ -50,7 +49,8 @@ async def webhook(
     provider: str, request: Request, session: ReadSessionDep, engine: EngineDep, runs: RunsDep
 ) -> dict[str, str]:
     """Signature first (a forged or stale call changes nothing), then our records (the payout
-    must belong to this provider), then the run gets the event, then the event id is recorded.
+    must be ours and paid through this provider), then the run gets the event, then the event
+    id is recorded.
     503 when the run could not get it: nothing is recorded, and the provider retries."""
     body = await request.body()
     try:
@@ -59,17 +59,17 @@ async def webhook(
         event = await asyncio.to_thread(gateway.verify_webhook, dict(request.headers), body)
     except ValueError as exc:
         raise ApiError(401, "invalid_signature", str(exc)) from exc
+    # A payout's key is registered before it is sent, so a provider can only know keys we
+    # have: an event about any other key is not about our money, however well signed.
     payout = get_payout(session, payout_key=event.payout_key)
+    if payout is None:
+        raise ApiError(422, "webhook_mismatch", f"no payout of ours has key {event.payout_key}")
     routes: dict[str, str] = getattr(request.app.state, "webhook_routes", {})
-    if payout is not None and routes.get(payout.route, provider) != provider:
+    if routes.get(payout.route, provider) != provider:
         raise ApiError(
             422, "webhook_mismatch", f"payout {payout.payout_key} is not paid through {provider}"
         )
-    # The payout row may not exist yet (the provider answered faster than we recorded); the
-    # refund id is the key's first part, and the run keeps the event until it knows the key.
-    refund_id = payout.refund_id if payout else event.payout_key.rsplit(":", 2)[0]
-    if payout is None and get_refund(session, refund_id=refund_id) is None:
-        raise ApiError(422, "webhook_mismatch", f"no refund of ours has key {event.payout_key}")
+    refund_id = payout.refund_id
     event_id = event.event_id or f"{event.payout_key}:{event.status.value}"
     if webhook_event_recorded(session, provider=provider, event_id=event_id):
         return {"status": "duplicate"}

@@ -122,20 +122,28 @@ class AlipaySimulator:
         if refund.status != SUCCESS:
             return None  # Alipay notifies a refund only when its money has moved.
         payment = self.ledger.payment(refund.payment_id)
+        if payment is None or not str(payment.extra.get("notify_url") or self.notify_url):
+            return None
+        return self.event_request(refund, event_id=due.event_id)
+
+    def event_request(
+        self, refund: SimRefund, *, event_id: str, at: float | None = None
+    ) -> tuple[str, dict[str, str], bytes]:
+        """The ``trade_status_sync`` notification of ``refund``'s trade once the refund's money
+        moved, sent at ``at`` (default: now)."""
+        payment = self.ledger.payment(refund.payment_id)
         if payment is None:
-            return None
+            raise KeyError(f"no trade {refund.payment_id!r}")
         url = str(payment.extra.get("notify_url") or self.notify_url)
-        if not url:
-            return None
         refunded = sum(
             r.amount for r in self.ledger.refunds_of(payment.payment_id) if r.status == SUCCESS
         )
         closed = refunded >= payment.amount
         settled = refund.settled_at if refund.settled_at is not None else self.ledger.clock()
         params = {
-            "notify_time": _beijing(self.ledger.clock()),
+            "notify_time": _beijing(self.ledger.clock() if at is None else at),
             "notify_type": "trade_status_sync",
-            "notify_id": due.event_id,
+            "notify_id": event_id,
             "app_id": self.app_id,
             "charset": "utf-8",
             "version": "1.0",

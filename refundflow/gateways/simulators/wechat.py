@@ -142,12 +142,19 @@ class WechatSimulator:
 
     def webhook_request(self, due: WebhookDue) -> tuple[str, dict[str, str], bytes] | None:
         refund = due.refund
-        status = _status(refund)
-        if status == "PROCESSING":
+        if _status(refund) == "PROCESSING":
             return None  # WeChat announces outcomes only.
-        url = str(refund.extra.get("notify_url") or self.notify_url)
-        if not url:
+        if not str(refund.extra.get("notify_url") or self.notify_url):
             return None
+        return self.event_request(refund, event_id=due.event_id)
+
+    def event_request(
+        self, refund: SimRefund, *, event_id: str, at: float | None = None
+    ) -> tuple[str, dict[str, str], bytes]:
+        """The notification WeChat Pay sends about ``refund``'s outcome, signed at ``at``
+        (default: now)."""
+        status = _status(refund)
+        url = str(refund.extra.get("notify_url") or self.notify_url)
         payment = self.ledger.payment(refund.payment_id)
         total = payment.amount if payment else int(refund.extra.get("total", refund.amount))
         resource: dict[str, Any] = {
@@ -172,7 +179,7 @@ class WechatSimulator:
             nonce.encode(), _json(resource), b"refund"
         )
         envelope = {
-            "id": due.event_id,
+            "id": event_id,
             "create_time": _rfc3339(refund.settled_at or refund.created_at),
             "resource_type": "encrypt-resource",
             "event_type": f"REFUND.{status}",
@@ -188,7 +195,10 @@ class WechatSimulator:
             },
         }
         body = _json(envelope)
-        headers = self.signature_headers(body) | {"Content-Type": "application/json"}
+        stamp = None if at is None else int(at)
+        headers = self.signature_headers(body, timestamp=stamp) | {
+            "Content-Type": "application/json"
+        }
         return url, headers, body
 
     # ------------------------------------------------------------------ merchant set-up
