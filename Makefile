@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck pytest test dev demo clean
+.PHONY: install lint format typecheck pytest test chaos dev demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The long fault round (tests/chaos, marker `chaos`): every provider, the worker killed at each
+# payout point and the Temporal server once, N refunds besides; DB=postgresql for PostgreSQL.
+N ?= 50
+DB ?= sqlite
+chaos: $(STAMP)
+	CHAOS_REFUNDS=$(N) CHAOS_DB=$(DB) $(BIN)/pytest -q -s -m chaos tests/chaos $(PYTEST_ARGS)
 
 # The whole stack on this machine; data in ./data, so a second `make dev` resumes it.
 dev: $(STAMP)
