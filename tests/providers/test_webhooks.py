@@ -168,6 +168,34 @@ async def test_a_replayed_webhook_is_a_duplicate_and_changes_nothing_more(
     assert kinds.count("payout_settled") == 1
 
 
+async def test_a_webhook_waiting_for_the_database_keeps_the_api_answering(world: World) -> None:
+    """On SQLite one writer at a time: a webhook that has to wait for the write lock (another
+    request, a worker's step) waits off the event loop, and every other request is answered
+    meanwhile, including the one that would release the lock."""
+    paid = await _paid(world, "wechat", "busy")
+    settled = world.event("wechat", paid.refund)
+    holder = world.stack.engine.raw_connection()
+    try:
+        holder.cursor().execute("BEGIN IMMEDIATE")  # the database's write lock, held
+        webhook = asyncio.create_task(world.post("wechat", settled))
+        while not (webhook.done() or await _signalled(paid)):
+            await asyncio.sleep(0.05)
+        health = await world.http.get("/healthz")
+        assert health.status_code == 200
+        assert not webhook.done(), webhook.result().text  # still waiting for the lock
+    finally:
+        holder.rollback()
+        holder.close()
+    response = await webhook
+    assert (response.status_code, response.json()["status"]) == (202, "accepted"), response.text
+
+
+async def _signalled(paid: Paid) -> bool:
+    """The run has the event: the webhook's last step, recording it, is next."""
+    history = await paid.handle.fetch_history()
+    return any(e.HasField("workflow_execution_signaled_event_attributes") for e in history.events)
+
+
 # ---------------------------------------------------------------------------- the world
 @pytest.fixture(scope="module")
 async def world(
@@ -219,7 +247,10 @@ async def _paid(world: World, name: str, role: str) -> Paid:
     txn = f"{spec.txn_prefix}{order_id}"
     spec.register(world.sims[name], txn, 10000, "CNY", time.time() - 2 * 86400)
     tender = payment("p1", spec.method.value, 10000, await stack.now())
-    order = await stack.order(order_id, payments=[{**tender, "provider_txn_id": txn}])
+    # A customer per order: the review limits how many refunds one customer gets a month.
+    order = await stack.order(
+        order_id, customer_id=f"c-{order_id}", payments=[{**tender, "provider_txn_id": txn}]
+    )
     handle = await stack.start(order_id, order, **spec.request)
     for _ in range(120):
         state = await handle.query(RefundWorkflow.view)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
+from sqlalchemy import Engine
 
 from refundflow.api import examples
 from refundflow.api.deps import EngineDep, ReadSessionDep, RunsDep
@@ -20,6 +21,7 @@ from refundflow.db.repository import (
     record_webhook_event,
     webhook_event_recorded,
 )
+from refundflow.domain.states import PayoutEvent
 from refundflow.gateways.base import Gateway
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -76,12 +78,18 @@ async def webhook(
     # Raises (503 when Temporal is unreachable) before anything is recorded.
     delivered = await runs.payout_event(refund_id, event)
     # Its own short transaction, after the signal: on SQLite a writer holds the database's
-    # write lock, which must not wait on a call to Temporal.
-    with session_scope(engine) as writer:
-        first = record_webhook_event(
-            writer, provider=provider, event_id=event_id, payload=event.model_dump(mode="json")
-        )
+    # write lock, which must not wait on a call to Temporal. Off the event loop: waiting for
+    # that lock must not stop every other request (the lock's holder among them).
+    first = await asyncio.to_thread(_record, engine, provider, event_id, event)
     if not first:
         return {"status": "duplicate"}  # a concurrent copy was recorded first; both signalled
     # Not delivered: the run has finished; the event stays on record for ops.
     return {"status": "accepted" if delivered else "recorded"}
+
+
+def _record(engine: Engine, provider: str, event_id: str, event: PayoutEvent) -> bool:
+    """Record the event id; False if it was on record already."""
+    with session_scope(engine) as writer:
+        return record_webhook_event(
+            writer, provider=provider, event_id=event_id, payload=event.model_dump(mode="json")
+        )
