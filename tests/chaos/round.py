@@ -14,10 +14,7 @@ from tests.chaos.refunds import Planned, all_paid, payouts, place, plan_round, r
 from tests.chaos.stack import ChaosStack
 from tests.chaos.verify import Findings, verify
 
-# Refunds requested at once. One on SQLite: the API's routes can hold SQLite's write lock until
-# a request's session closes, which under concurrent writes stalls the API (see the report of
-# the round that found it); PostgreSQL locks rows, not the database.
-_PLACING = {"sqlite": 1, "postgresql": 8}
+_PLACING = 8  # refunds requested at once
 
 
 @dataclass
@@ -57,7 +54,7 @@ async def run_round(
     plans = plan_round(count, crashes)
     ordinary = [plan for plan in plans if not plan.crash]
     crashing = [plan for plan in plans if plan.crash]
-    placing = asyncio.Semaphore(_PLACING[stack.engine.dialect.name])
+    placing = asyncio.Semaphore(_PLACING)
 
     async def place_one(plan: Planned) -> None:
         async with placing:
