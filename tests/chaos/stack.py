@@ -50,7 +50,6 @@ class ChaosStack:
         self.engine: Engine = make_engine(database_url)
         self.ledgers: dict[str, SimLedger] = {}
         self._client: Client | None = None
-        self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ addresses
     @property

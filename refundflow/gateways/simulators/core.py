@@ -212,21 +212,6 @@ class SimLedger:
         on either side of storing it."""
         if not self.gates.wait(refund_no, BEFORE_COMMIT):
             return RefundOutcome("transient")  # dropped: the provider never took it
-        outcome = self._create(refund_no, payment_id, amount, currency, check, make_refs, extra)
-        if outcome.kind == "created":
-            self.gates.wait(refund_no, AFTER_COMMIT)
-        return outcome
-
-    def _create(
-        self,
-        refund_no: str,
-        payment_id: str,
-        amount: int,
-        currency: str,
-        check: Check,
-        make_refs: Callable[[str], tuple[str, str]],
-        extra: dict[str, Any] | None,
-    ) -> RefundOutcome:
         with self._tx() as conn:
             kind, arg = _next(conn, "refund", refund_no, default=("ok", ""))
             if kind == "transient":
@@ -268,6 +253,7 @@ class SimLedger:
                 ),
             )
             created = _get(conn, refund_no)
+        self.gates.wait(refund_no, AFTER_COMMIT)  # stored, not answered yet
         return RefundOutcome("created", created, hold=kind == "timeout_after_commit")
 
     def query(self, refund_no: str) -> SimRefund | None:
