@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from refundflow.crypto import new_key_entry
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
@@ -49,6 +50,8 @@ class ChaosStack:
         self.keys: dict[str, str] = {}
         self.engine: Engine = make_engine(database_url)
         self.ledgers: dict[str, SimLedger] = {}
+        self.encryption_keys = new_key_entry("chaos-1")
+        """Seal secrets at rest; the worker and the API refuse to start without them."""
         self._client: Client | None = None
 
     # ------------------------------------------------------------------ addresses
@@ -69,6 +72,7 @@ class ChaosStack:
             "REFUNDFLOW_DATA_DIR": str(self.root / "data"),
             "REFUNDFLOW_TEMPORAL_ADDRESS": self.temporal_address,
             "REFUNDFLOW_PROVIDERS": json.dumps(self.providers),
+            "REFUNDFLOW_ENCRYPTION_KEYS": self.encryption_keys,
         }
 
     def refund_no(self, provider: str, payout_key: str) -> str:
