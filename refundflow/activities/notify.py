@@ -9,7 +9,6 @@ refund.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -65,15 +64,3 @@ class NotifyActivities:
         ``refundflow-outbox-sweep`` schedule (refundflow.workflows.outbox)."""
         report = await self.dispatcher.deliver_batch()
         return SweepResult(sent=report.sent, failed=report.failed)
-
-
-async def sweep_outbox(notify: NotifyActivities, *, every_s: float = 300.0) -> None:
-    """Until cancelled: deliver pending rows of any refund. The runs deliver their own
-    notices; this picks up what a finished run left behind (a mail server down past every
-    retry, a worker that died mid-delivery)."""
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            await notify.dispatcher.deliver_batch()
-        except Exception:
-            log.exception("outbox sweep failed; trying again in %s s", every_s)

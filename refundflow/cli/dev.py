@@ -27,7 +27,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from refundflow.activities.notify import NotifyActivities, sweep_outbox
+from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
 from refundflow.cli.dev_clock import fast_decisions
@@ -53,6 +53,7 @@ from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import KEYRING_FILE, Settings
 from refundflow.worker import build_worker, open_keyring
+from refundflow.workflows.outbox import ensure_outbox_schedule
 from refundflow.workflows.search_attributes import dev_server_flags
 
 
@@ -229,13 +230,15 @@ class DevStack:
         )
         api = uvicorn.Server(config)
         new = ensure_admin_key(engine, self.data_dir, self.merchant)
+        # Notices finished runs left behind: the cluster's schedule, every minute in dev.
+        await ensure_outbox_schedule(
+            client, task_queue=settings.task_queue, every=timedelta(minutes=1)
+        )
         async with worker:
-            sweeper = asyncio.create_task(sweep_outbox(notify, every_s=60))
             serving = asyncio.create_task(api.serve())
             while not api.started and not serving.done():
                 await asyncio.sleep(0.05)
             if serving.done():
-                sweeper.cancel()
                 # Taken between the check and the bind: uvicorn logged why and exited.
                 with contextlib.suppress(SystemExit):
                     await serving
@@ -246,7 +249,6 @@ class DevStack:
             api.should_exit = True
             await serving
             stop.cancel()
-            sweeper.cancel()
         await notify.aclose()
         self._say(f"stopped: the data stays in {self.data_dir}")
 

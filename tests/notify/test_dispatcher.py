@@ -3,7 +3,6 @@ merchant receiver; the activity runs in Temporal's ActivityEnvironment."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -13,8 +12,8 @@ from sqlalchemy import Engine
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from refundflow.activities.contracts import DeliverInput, DeliverResult
-from refundflow.activities.notify import NotifyActivities, sweep_outbox
+from refundflow.activities.contracts import DeliverInput, DeliverResult, SweepInput
+from refundflow.activities.notify import NotifyActivities
 from refundflow.db.engine import session_scope
 from refundflow.db.models import OutboxRow
 from refundflow.db.repository import (
@@ -290,17 +289,11 @@ def test_merchant_webhook_settings(engine: Engine) -> None:
             set_merchant_webhook(s, merchant_id=MERCHANT, url="ftp://shop.example", keyring=KEYRING)
 
 
-async def test_the_sweeper_delivers_what_no_run_is_left_to_send(
+async def test_the_sweep_delivers_what_no_run_is_left_to_send(
     engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer
 ) -> None:
     refund_id = seed(engine, webhook=None)  # rows written, as by a run that then died
-    sweeper = asyncio.create_task(sweep_outbox(NotifyActivities(dispatcher), every_s=0.05))
-    try:
-        for _ in range(100):
-            if all(r.status == "sent" for r in rows(engine, refund_id)):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        sweeper.cancel()
+    result = await NotifyActivities(dispatcher).sweep_outbox_batch(SweepInput())
+    assert (result.sent, result.failed) == (2, 0)
     assert [r.status for r in rows(engine, refund_id)] == ["sent", "sent"]
     assert len(smtp.mailbox.received) == 1
