@@ -77,3 +77,27 @@ async def test_a_disabled_route_falls_back_by_policy(
             ("balance", "settled", "CREDITED"),
         ]
         stack.assert_books_balance(result)
+
+
+def test_the_product_path_never_loads_the_dev_stand_ins(tmp_path: Path) -> None:
+    """The API, the worker and their gateways, built with the sandbox off, import nothing
+    from ``refundflow.devstack`` (simulators, sandbox, SMS simulator)."""
+    probe = (
+        "import sys\n"
+        "from refundflow.settings import Settings\n"
+        "from refundflow.gateways.registry import build_gateways\n"
+        "import refundflow.api.app, refundflow.worker, refundflow.cli.main\n"
+        "from refundflow.gateways.registry import ROUTES\n"
+        f"settings = Settings(database_url='sqlite:///{tmp_path / 'r.db'}',"
+        " disabled_routes=list(ROUTES))\n"
+        "from refundflow.db.engine import make_engine\n"
+        "build_gateways(settings, make_engine(settings.database_url))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('refundflow.devstack'))\n"
+        "print(loaded)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from refundflow.cli.remote import Api, dev_admin_key
+from refundflow.devstack.simulators.dev import never_settle
 from refundflow.domain.money import format_minor
-from refundflow.gateways.simulators.dev import never_settle
 from refundflow.workflows.client import refund_id_for
 
 console = Console()

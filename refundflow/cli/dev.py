@@ -48,8 +48,8 @@ from refundflow.crypto import create_keyring_file
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, get_merchant, upsert_merchant, verify_api_key
+from refundflow.devstack.simulators.dev import DevProviders
 from refundflow.gateways.registry import build_gateways
-from refundflow.gateways.simulators.dev import DevProviders
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import KEYRING_FILE, Settings
 from refundflow.worker import build_worker, open_keyring

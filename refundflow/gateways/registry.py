@@ -118,7 +118,7 @@ def build_gateways(settings: Settings, engine: Engine) -> dict[PaymentMethod, Ga
             gateways[route] = built[provider]
     if len(gateways) < len(ROUTES):
         # Only with the sandbox explicitly on; imported here so production never loads it.
-        from refundflow.gateways.sandbox import SandboxGateway
+        from refundflow.devstack.sandbox import SandboxGateway
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         sandbox = SandboxGateway(path=settings.data_dir / "sandbox.db")

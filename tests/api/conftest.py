@@ -26,9 +26,9 @@ from refundflow.api.app import create_app, use_gateways
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import IdempotencyKeyRow
 from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.devstack.sandbox import SandboxGateway
 from refundflow.domain.orders import PaymentMethod
 from refundflow.gateways.balance import BalanceGateway
-from refundflow.gateways.sandbox import SandboxGateway
 from refundflow.settings import Settings
 from refundflow.worker import build_worker
 from refundflow.workflows.client import workflow_id

@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from refundflow.db.engine import session_scope
 from refundflow.db.models import PayoutRow, RefundRow
-from refundflow.gateways.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT
+from refundflow.devstack.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT
 from refundflow.workflows.client import refund_id_for
 from tests.chaos.stack import MERCHANT, ChaosStack
 from tests.workflows.conftest import ACCOUNT

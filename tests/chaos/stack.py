@@ -24,8 +24,8 @@ from refundflow.crypto import new_key_entry
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
-from refundflow.gateways.simulators.core import SimLedger
-from refundflow.gateways.simulators.dev import SIMULATORS
+from refundflow.devstack.simulators.core import SimLedger
+from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
 from refundflow.workflows.search_attributes import dev_server_flags
 from tests.chaos.processes import Processes
@@ -156,7 +156,7 @@ class ChaosStack:
     async def _start_simulators(self) -> None:
         configs = self.root / "providers.json"
         args = [
-            *(str(BIN / "python"), "-m", "refundflow.gateways.simulators.dev"),
+            *(str(BIN / "python"), "-m", "refundflow.devstack.simulators.dev"),
             *("--data-dir", str(self.root / "sims"), "--port", str(self.sim_port)),
             *("--api-url", self.api_url, "--settlement", "seconds:1"),
             *("--configs", str(configs)),

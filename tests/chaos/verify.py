@@ -11,8 +11,8 @@ from sqlmodel import select
 
 from refundflow.db.engine import session_scope
 from refundflow.db.models import LedgerEntryRow, LedgerPostingRow, PayoutRow, RefundRow
+from refundflow.devstack.simulators.core import FAILED, PROCESSING, SUCCESS
 from refundflow.gateways.balance import refunds_account
-from refundflow.gateways.simulators.core import FAILED, PROCESSING, SUCCESS
 from refundflow.gateways.wechat import payout_key_of
 from tests.chaos.refunds import CAPTURED, METHODS, Planned
 from tests.chaos.stack import MERCHANT, ChaosStack

@@ -19,6 +19,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from refundflow.devstack.simulators.alipay import AlipaySimulator, dev_simulator
+from refundflow.devstack.simulators.core import SimLedger, WebhookDue
+from refundflow.devstack.simulators.host import SimulatorHost
+from refundflow.devstack.simulators.keys import generate
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.alipay import (
@@ -32,10 +36,6 @@ from refundflow.gateways.alipay import (
     yuan,
 )
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
-from refundflow.gateways.simulators.alipay import AlipaySimulator, dev_simulator
-from refundflow.gateways.simulators.core import SimLedger, WebhookDue
-from refundflow.gateways.simulators.host import SimulatorHost
-from refundflow.gateways.simulators.keys import generate
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED
 FAILED, NOT_FOUND = PayoutStatus.FAILED_PERMANENT, PayoutStatus.NOT_FOUND

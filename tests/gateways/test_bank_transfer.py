@@ -11,6 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from refundflow.devstack.simulators.bank import BankSimulator
+from refundflow.devstack.simulators.core import SimLedger
+from refundflow.devstack.simulators.host import SimulatorHost
 from refundflow.domain.orders import BankAccount, PaymentMethod
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.bank_transfer import (
@@ -21,9 +24,6 @@ from refundflow.gateways.bank_transfer import (
     webhook_signature,
 )
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
-from refundflow.gateways.simulators.bank import BankSimulator
-from refundflow.gateways.simulators.core import SimLedger
-from refundflow.gateways.simulators.host import SimulatorHost
 from tests.gateways.webhook_receiver import Receiver
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED

@@ -14,6 +14,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import SecretStr
 
+from refundflow.devstack.simulators.core import SimLedger
+from refundflow.devstack.simulators.host import SimulatorHost
+from refundflow.devstack.simulators.paypal import PayPalSimulator
 from refundflow.domain.errors import DomainError
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutStatus
@@ -24,9 +27,6 @@ from refundflow.gateways.paypal import (
     minor_from_value,
     paypal_value,
 )
-from refundflow.gateways.simulators.core import SimLedger
-from refundflow.gateways.simulators.host import SimulatorHost
-from refundflow.gateways.simulators.paypal import PayPalSimulator
 from tests.gateways.webhook_receiver import Receiver
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from refundflow.devstack.sandbox import SIGNATURE_HEADER, SandboxGateway
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
-from refundflow.gateways.sandbox import SIGNATURE_HEADER, SandboxGateway
 
 ACCEPTED, SETTLED = PayoutStatus.ACCEPTED, PayoutStatus.SETTLED
 FAILED, NOT_FOUND = PayoutStatus.FAILED_PERMANENT, PayoutStatus.NOT_FOUND

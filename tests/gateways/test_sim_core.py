@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from refundflow.gateways.simulators.core import (
+from refundflow.devstack.simulators.core import (
     FAILED,
     PROCESSING,
     SUCCESS,
@@ -25,8 +25,8 @@ from refundflow.gateways.simulators.core import (
     SimRefund,
     WebhookDue,
 )
-from refundflow.gateways.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT
-from refundflow.gateways.simulators.host import SimulatorHost
+from refundflow.devstack.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT
+from refundflow.devstack.simulators.host import SimulatorHost
 
 
 class Clock:

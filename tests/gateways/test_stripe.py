@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from refundflow.devstack.simulators.core import SimLedger, event_id
+from refundflow.devstack.simulators.host import SimulatorHost
+from refundflow.devstack.simulators.stripe import StripeSimulator, dev_simulator
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.base import (
@@ -21,9 +24,6 @@ from refundflow.gateways.base import (
     GatewayTimeout,
     PayoutInstruction,
 )
-from refundflow.gateways.simulators.core import SimLedger, event_id
-from refundflow.gateways.simulators.host import SimulatorHost
-from refundflow.gateways.simulators.stripe import StripeSimulator, dev_simulator
 from refundflow.gateways.stripe_card import SIGNATURE_HEADER, StripeConfig, StripeGateway
 from tests.gateways.webhook_receiver import Receiver
 

@@ -23,13 +23,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from refundflow.devstack.simulators.core import SimLedger, WebhookDue, event_id
+from refundflow.devstack.simulators.host import SimulatorHost
+from refundflow.devstack.simulators.keys import generate
+from refundflow.devstack.simulators.wechat import WechatSimulator, dev_simulator
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutStatus
 from refundflow.gateways.base import GatewayError, GatewayTimeout, PayoutInstruction
-from refundflow.gateways.simulators.core import SimLedger, WebhookDue, event_id
-from refundflow.gateways.simulators.host import SimulatorHost
-from refundflow.gateways.simulators.keys import generate
-from refundflow.gateways.simulators.wechat import WechatSimulator, dev_simulator
 from refundflow.gateways.wechat import (
     WechatBusy,
     WechatConfig,

@@ -22,10 +22,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from refundflow.crypto import Keyring, new_key_entry
+from refundflow.devstack.sms_simulator import ThreadServer, TwilioSimulator
 from refundflow.notify.email import EmailSender
 from refundflow.notify.merchant_webhook import InvalidSignature, verify_merchant_signature
 from refundflow.notify.sms import TwilioSms
-from refundflow.notify.sms_simulator import ThreadServer, TwilioSimulator
 from tests.db.conftest import db_url, engine, postgres_problem  # noqa: F401  (fixtures)
 from tests.ports import free_port
 

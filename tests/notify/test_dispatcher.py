@@ -27,12 +27,12 @@ from refundflow.db.repository import (
     upsert_merchant,
     upsert_order,
 )
+from refundflow.devstack.sms_simulator import TwilioSimulator
 from refundflow.domain.errors import DomainError
 from refundflow.domain.states import RefundStatus
 from refundflow.notify.dispatcher import NotificationDispatcher
 from refundflow.notify.merchant_webhook import MerchantWebhookSender
 from refundflow.notify.sms import TwilioSms
-from refundflow.notify.sms_simulator import TwilioSimulator
 from tests.db.builders import MERCHANT, order, quote, request
 from tests.notify.conftest import KEYRING, WEBHOOK_SECRET, Receiver, SmtpServer
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from refundflow.devstack.sms_simulator import TwilioSimulator, segments
 from refundflow.notify.errors import DeliveryError
 from refundflow.notify.sms import TwilioSms, to_e164
-from refundflow.notify.sms_simulator import TwilioSimulator, segments
 
 
 async def test_a_message_is_queued_and_recorded(

@@ -19,12 +19,12 @@ from temporalio.testing import WorkflowEnvironment
 from refundflow.api.app import create_app, use_gateways
 from refundflow.db.engine import session_scope
 from refundflow.db.models import WebhookEventRow
+from refundflow.devstack.simulators.core import SimLedger, SimRefund
+from refundflow.devstack.simulators.host import SimulatorHost
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import RefundState
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_provider
-from refundflow.gateways.simulators.core import SimLedger, SimRefund
-from refundflow.gateways.simulators.host import SimulatorHost
 from refundflow.settings import Settings
 from tests.ports import free_port
 from tests.workflows.conftest import ACCOUNT, Stack, open_stack
@@ -49,7 +49,7 @@ class Provider:
 
 
 def _alipay(ledger: SimLedger, keys: Path, notify_url: str) -> Any:
-    from refundflow.gateways.simulators.alipay import AlipaySimulator
+    from refundflow.devstack.simulators.alipay import AlipaySimulator
 
     return AlipaySimulator(ledger, keys_dir=keys, notify_url=notify_url)
 
@@ -59,7 +59,7 @@ def _alipay_trade(sim: Any, txn: str, amount: int, currency: str, paid_at: float
 
 
 def _wechat(ledger: SimLedger, keys: Path, notify_url: str) -> Any:
-    from refundflow.gateways.simulators.wechat import WechatSimulator
+    from refundflow.devstack.simulators.wechat import WechatSimulator
 
     return WechatSimulator(ledger, keys_dir=keys, notify_url=notify_url)
 
@@ -69,19 +69,19 @@ def _payment(sim: Any, txn: str, amount: int, currency: str, paid_at: float) -> 
 
 
 def _stripe(ledger: SimLedger, keys: Path, notify_url: str) -> Any:
-    from refundflow.gateways.simulators.stripe import StripeSimulator
+    from refundflow.devstack.simulators.stripe import StripeSimulator
 
     return StripeSimulator(ledger, notify_url=notify_url, data_dir=keys)
 
 
 def _paypal(ledger: SimLedger, keys: Path, notify_url: str) -> Any:
-    from refundflow.gateways.simulators.paypal import PayPalSimulator
+    from refundflow.devstack.simulators.paypal import PayPalSimulator
 
     return PayPalSimulator(ledger, notify_url=notify_url, data_dir=keys)
 
 
 def _bank(ledger: SimLedger, keys: Path, notify_url: str) -> Any:
-    from refundflow.gateways.simulators.bank import BankSimulator
+    from refundflow.devstack.simulators.bank import BankSimulator
 
     return BankSimulator(ledger, notify_url=notify_url, data_dir=keys)
 

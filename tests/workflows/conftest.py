@@ -37,13 +37,13 @@ from refundflow.db.models import (
     TenderBalanceRow,
 )
 from refundflow.db.repository import create_api_key, save_policy, upsert_merchant, upsert_order
+from refundflow.devstack.sandbox import SandboxGateway
 from refundflow.domain.money import FxRate
 from refundflow.domain.orders import OrderSnapshot, PaymentMethod, RefundRequest
 from refundflow.domain.policy import Policy
 from refundflow.domain.states import RefundState, RefundStatus
 from refundflow.gateways.balance import BalanceGateway, refunds_account
 from refundflow.gateways.base import Gateway
-from refundflow.gateways.sandbox import SandboxGateway
 from refundflow.notify.config import NotifyConfig
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from refundflow.gateways.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT, Gates
-from refundflow.gateways.simulators.store import connect, write_tx
+from refundflow.devstack.simulators.gates import AFTER_COMMIT, BEFORE_COMMIT, Gates
+from refundflow.devstack.simulators.store import connect, write_tx
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from refundflow.devstack.simulators.core import parse_rule as _parse_rule
+from refundflow.devstack.simulators.store import connect, write_tx
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import (
     WEBHOOK_TOLERANCE_S,
@@ -38,8 +40,6 @@ from refundflow.gateways.base import (
     PayoutResult,
     check_sent_time,
 )
-from refundflow.gateways.simulators.core import parse_rule as _parse_rule
-from refundflow.gateways.simulators.store import connect, write_tx
 
 log = logging.getLogger(__name__)
 

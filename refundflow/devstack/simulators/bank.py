@@ -34,6 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from refundflow.devstack.simulators import keys
+from refundflow.devstack.simulators.core import (
+    FAILED,
+    SUCCESS,
+    SimLedger,
+    SimPayment,
+    SimRefund,
+    WebhookDue,
+    digits_ref,
+)
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import exponent
 from refundflow.gateways.bank_transfer import (
@@ -46,16 +56,6 @@ from refundflow.gateways.bank_transfer import (
     major,
     request_signature,
     webhook_signature,
-)
-from refundflow.gateways.simulators import keys
-from refundflow.gateways.simulators.core import (
-    FAILED,
-    SUCCESS,
-    SimLedger,
-    SimPayment,
-    SimRefund,
-    WebhookDue,
-    digits_ref,
 )
 
 REQUEST_TOLERANCE_S = 300.0

@@ -47,6 +47,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from refundflow.devstack.simulators import keys
+from refundflow.devstack.simulators.core import (
+    FAILED,
+    SUCCESS,
+    SimLedger,
+    SimPayment,
+    SimRefund,
+    WebhookDue,
+)
 from refundflow.domain.errors import DomainError
 from refundflow.gateways.paypal import (
     AUTH_ALGO,
@@ -54,15 +63,6 @@ from refundflow.gateways.paypal import (
     PayPalConfig,
     minor_from_value,
     paypal_value,
-)
-from refundflow.gateways.simulators import keys
-from refundflow.gateways.simulators.core import (
-    FAILED,
-    SUCCESS,
-    SimLedger,
-    SimPayment,
-    SimRefund,
-    WebhookDue,
 )
 
 REFUND_WINDOW_S = 180 * 86400

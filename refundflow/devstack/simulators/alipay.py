@@ -45,8 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from refundflow.gateways.alipay import AlipayConfig
-from refundflow.gateways.simulators.core import (
+from refundflow.devstack.simulators.core import (
     FAILED,
     SUCCESS,
     SimLedger,
@@ -55,7 +54,8 @@ from refundflow.gateways.simulators.core import (
     WebhookDue,
     digits_ref,
 )
-from refundflow.gateways.simulators.keys import KeyPair, load_or_create
+from refundflow.devstack.simulators.keys import KeyPair, load_or_create
+from refundflow.gateways.alipay import AlipayConfig
 
 DEFAULT_APP_ID = "2021000000000001"
 SELLER_ID = "2088101000000001"

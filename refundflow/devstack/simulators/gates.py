@@ -22,7 +22,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Literal
 
-from refundflow.gateways.simulators.store import connect, write_tx
+from refundflow.devstack.simulators.store import connect, write_tx
 
 Point = Literal["before_commit", "after_commit"]
 BEFORE_COMMIT: Point = "before_commit"

@@ -48,7 +48,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from refundflow.gateways.simulators.core import (
+from refundflow.devstack.simulators.core import (
     FAILED,
     PROCESSING,
     SUCCESS,
@@ -58,7 +58,7 @@ from refundflow.gateways.simulators.core import (
     WebhookDue,
     digits_ref,
 )
-from refundflow.gateways.simulators.keys import KeyPair, load_or_create, load_or_create_secret
+from refundflow.devstack.simulators.keys import KeyPair, load_or_create, load_or_create_secret
 from refundflow.gateways.wechat import WechatConfig
 
 DEFAULT_MCHID = "1900000109"

@@ -1,7 +1,7 @@
 """Every provider simulator on one port for the dev stack, and the adapter configs that point
 the real adapters at them. Keys and ledgers live under the data folder, so a restart resumes.
 
-``python -m refundflow.gateways.simulators.dev`` serves them alone, for a stack whose worker and
+``python -m refundflow.devstack.simulators.dev`` serves them alone, for a stack whose worker and
 API run as processes of their own (see ``main``)."""
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from refundflow.gateways.simulators.core import SimLedger
-from refundflow.gateways.simulators.host import Simulator, SimulatorHost
+from refundflow.devstack.simulators.core import SimLedger
+from refundflow.devstack.simulators.host import Simulator, SimulatorHost
 
 SIMULATORS: dict[str, str] = {
-    "alipay": "refundflow.gateways.simulators.alipay",
-    "wechat": "refundflow.gateways.simulators.wechat",
-    "stripe": "refundflow.gateways.simulators.stripe",
-    "paypal": "refundflow.gateways.simulators.paypal",
-    "bank_transfer": "refundflow.gateways.simulators.bank",
+    "alipay": "refundflow.devstack.simulators.alipay",
+    "wechat": "refundflow.devstack.simulators.wechat",
+    "stripe": "refundflow.devstack.simulators.stripe",
+    "paypal": "refundflow.devstack.simulators.paypal",
+    "bank_transfer": "refundflow.devstack.simulators.bank",
 }
 """Provider name -> simulator module (each has ``dev_simulator(data_dir, notify_url=...)``)."""
 
@@ -121,7 +121,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m refundflow.gateways.simulators.dev",
+        prog="python -m refundflow.devstack.simulators.dev",
         description="Every provider simulator on one port, without the rest of the dev stack.",
     )
     parser.add_argument("--data-dir", type=Path, default=Path("data"))

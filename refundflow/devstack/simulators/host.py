@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
-from refundflow.gateways.simulators.core import SimLedger, WebhookDue
+from refundflow.devstack.simulators.core import SimLedger, WebhookDue
 
 log = logging.getLogger(__name__)
 

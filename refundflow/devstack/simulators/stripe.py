@@ -40,8 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from refundflow.gateways.simulators import keys
-from refundflow.gateways.simulators.core import (
+from refundflow.devstack.simulators import keys
+from refundflow.devstack.simulators.core import (
     FAILED,
     SUCCESS,
     SimLedger,

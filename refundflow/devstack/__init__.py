@@ -1,0 +1,5 @@
+"""Development-only stand-ins: the provider simulators, the sandbox gateway and the SMS simulator.
+
+Nothing in the product path imports this package. ``refundflow dev``, ``refundflow demo`` and the
+tests use it; the worker loads the sandbox gateway only when ``REFUNDFLOW_SANDBOX=true`` says so
+explicitly (see ``refundflow.gateways.registry``)."""
