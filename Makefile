@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck pytest test chaos dev demo clean
+.PHONY: install lint format typecheck pytest test chaos dev demo clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy refundflow tests
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Browser tests drive Debian's Chromium through Playwright (Playwright's own browser download is
+# not reachable from CI). Installed here when missing; needs root, as CI has.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 test: lint typecheck pytest
 

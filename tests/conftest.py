@@ -66,3 +66,6 @@ async def fresh_env() -> AsyncIterator[WorkflowEnvironment]:
     """A server of its own, for a test that needs the clock at a given date."""
     async with time_skipping_server() as environment:
         yield environment
+
+
+from tests.browser import chromium  # noqa: E402,F401  (fixture for browser tests)
