@@ -291,6 +291,27 @@ async def test_a_failing_event_callback_does_not_break_the_provider(db: Path) ->
     assert (await gw.query("r-1:1:1")).status is SETTLED
 
 
+async def test_an_event_the_callback_failed_on_is_offered_again(db: Path) -> None:
+    clock, down = Clock(), [True]
+    seen: list[str] = []
+
+    async def flaky(event: PayoutEvent) -> None:
+        seen.append(event.event_id)
+        if down[0]:
+            raise RuntimeError("merchant endpoint down")
+
+    gw = SandboxGateway(path=db, settle_after_queries=1, clock=clock, on_event=flaky)
+    await gw.refund(ins())
+    await gw.query("r-1:1:1")
+    down[0] = False
+    await gw.query("r-1:1:1")  # within the backoff: not offered yet
+    assert len(seen) == 1
+    clock.now += 60
+    await gw.query("r-1:1:1")
+    await gw.query("r-1:1:1")  # acknowledged: never again
+    assert seen == [seen[0]] * 2
+
+
 # ---------------------------------------------------------------------------- webhooks
 def _event_body(status: PayoutStatus = SETTLED) -> bytes:
     return (
