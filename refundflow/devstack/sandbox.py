@@ -194,7 +194,8 @@ class SandboxGateway:
         if outcome.kind == "transient":
             raise GatewayError(f"sandbox: scripted transient error for {key}")
         refund = outcome.refund
-        assert refund is not None  # the sandbox's check refuses nothing
+        if refund is None:  # refused unstored: the ledger's own "permanent", scripted directly
+            return PayoutResult(status=PayoutStatus.FAILED_PERMANENT, code=outcome.code)
         if (refund.amount, refund.currency) != (ins.amount, ins.currency):
             # No provider_ref: that refund is not this caller's and must not pass for it.
             reused = f"refund number already used for {refund.amount} {refund.currency}"
@@ -250,7 +251,7 @@ def _ledger_behaviour(behaviour: Behaviour) -> tuple[str, str]:
         raise ValueError(f"unknown sandbox behaviour {kind!r}; expected one of {_KINDS}")
     if kind == "permanent":
         return "declined", arg or "DECLINED"
-    return (kind, arg) if arg else (kind, "")
+    return kind, arg
 
 
 def _refs(payout_key: str) -> tuple[str, str]:

@@ -126,6 +126,14 @@ async def test_permanent_commits_a_failed_refund_with_the_code(gw: SandboxGatewa
     assert gw.count() == 1
 
 
+async def test_the_ledgers_own_refusal_stores_nothing(gw: SandboxGateway) -> None:
+    # Scripted on the ledger underneath: refused before anything is stored, unlike "permanent".
+    gw.ledger.script("r-1:", [("permanent", "NO_FUNDS")])
+    refused = await gw.refund(ins())
+    assert (refused.status, refused.code, refused.provider_ref) == (FAILED, "NO_FUNDS", "")
+    assert gw.count() == 0 and (await gw.query("r-1:1:1")).status is NOT_FOUND
+
+
 async def test_timeout_after_commit_is_found_by_query_and_never_paid_twice(
     gw: SandboxGateway,
 ) -> None:

@@ -39,8 +39,10 @@ async def test_the_production_shape_survives_a_dead_worker(
 
         await stack.start_services()
         for name in ("api", "worker-1", "worker-2"):
-            foreign = [k for k in stack.processes.environment(name) if not _ours(k)]
+            environment = stack.processes.environment(name)
+            foreign = [k for k in environment if not _ours(k)]
             assert foreign == [], f"{name} inherited {foreign}"
+            assert "REFUNDFLOW_SANDBOX" not in environment  # every route pays a provider
 
         result = await run_round(
             stack, REFUNDS, [], kill_temporal=False, kill_worker_midway=True, patience_s=1800
