@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck pytest test chaos dev demo clean browser
+.PHONY: install lint format typecheck pytest test chaos prod-smoke dev demo clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ N ?= 50
 DB ?= sqlite
 chaos: $(STAMP)
 	CHAOS_REFUNDS=$(N) CHAOS_DB=$(DB) $(BIN)/pytest -q -s -m chaos tests/chaos $(PYTEST_ARGS)
+
+# The production shape as plain processes (tests/prod): a fresh PostgreSQL database, a Temporal
+# dev server set up by `refundflow setup`, the API and two workers with only REFUNDFLOW_*
+# environment, PROD_SMOKE_REFUNDS refunds through the API, one worker SIGKILLed midway.
+PROD_SMOKE_REFUNDS ?= 50
+prod-smoke: $(STAMP)
+	PROD_SMOKE_REFUNDS=$(PROD_SMOKE_REFUNDS) $(BIN)/pytest -q -s tests/prod $(PYTEST_ARGS)
 
 # The whole stack on this machine; data in ./data, so a second `make dev` resumes it.
 dev: $(STAMP)

@@ -1,9 +1,11 @@
 """A local payment provider and its adapter, for workflow tests and the dev stack
 (docs/architecture.md, "Providers").
 
-It behaves like a real provider where it matters: the payout key is the refund number (a
-repeated key never pays twice), refunds settle later than they are accepted, and tests can
-script failures, including the nasty one where the provider commits and the caller times out.
+The provider's books are the simulators' ledger (``simulators/core.py``): the payout key is the
+refund number (a repeated key never pays twice), refunds settle later than they are accepted by
+the ledger's settlement rules, and tests script failures by key prefix, including the nasty one
+where the provider commits and the caller times out. This module is only the sandbox's protocol:
+payout instructions in, ``PayoutResult`` out, events handed to ``on_event`` and signed webhooks.
 Everything, scripts included, lives in one SQLite file, so a restarted worker, or another
 process on the same file, sees exactly what the provider saw.
 
@@ -19,18 +21,24 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from refundflow.devstack.simulators.core import parse_rule as _parse_rule
-from refundflow.devstack.simulators.store import connect, write_tx
+from refundflow.devstack.simulators.core import (
+    FAILED,
+    SUCCESS,
+    SimLedger,
+    SimRefund,
+    WebhookDue,
+    digits_ref,
+    parse_rule,
+)
+from refundflow.devstack.simulators.keys import load_or_create_secret
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import (
     WEBHOOK_TOLERANCE_S,
@@ -51,32 +59,7 @@ EventCallback = Callable[[PayoutEvent], Awaitable[None]]
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 _KINDS = ("ok", "transient", "permanent", "timeout_after_commit")
-_FAILED = PayoutStatus.FAILED_PERMANENT
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS refunds (
-    payout_key TEXT PRIMARY KEY,
-    amount INTEGER NOT NULL,
-    currency TEXT NOT NULL,
-    route TEXT NOT NULL,
-    status TEXT NOT NULL,
-    provider_ref TEXT NOT NULL,
-    trace_ref TEXT NOT NULL,
-    code TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    settle_at REAL,
-    settle_after_queries INTEGER,
-    queries INTEGER NOT NULL DEFAULT 0,
-    settled_at REAL
-);
-CREATE TABLE IF NOT EXISTS scripts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prefix TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    arg TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+_STATUS = {FAILED: PayoutStatus.FAILED_PERMANENT, SUCCESS: PayoutStatus.SETTLED}
 
 
 @dataclass(frozen=True)
@@ -92,10 +75,8 @@ class SandboxRefund:
     trace_ref: str
     code: str
     created_at: float
-    settle_at: float | None
-    settle_after_queries: int | None
-    queries: int
     settled_at: float | None
+    queries: int
 
 
 class SandboxGateway:
@@ -113,41 +94,37 @@ class SandboxGateway:
         on_event: EventCallback | None = None,
     ) -> None:
         """``settle_after_queries`` wins over ``settle_after_seconds``; both None means never.
-        Without a ``secret``, one is generated once and kept in the file, so every process
+        Without a ``secret``, one is generated once and kept beside the file, so every process
         on the file signs and verifies alike and no secret lives in code."""
-        self.path = Path(path)
-        self.clock = clock
-        self.on_event = on_event
-        self.webhook_tolerance = webhook_tolerance
         if settle_after_queries is not None:
             rule = f"queries:{settle_after_queries}"
         elif settle_after_seconds is not None:
             rule = f"seconds:{settle_after_seconds}"
         else:
             rule = "never"
-        _parse_rule(rule)
-        self._rule = rule
+        self.path = Path(path)
+        self.clock = clock
+        self.on_event = on_event
+        self.webhook_tolerance = webhook_tolerance
+        self.ledger = SimLedger(self.path, clock=clock, settlement=rule)
         self._pending: set[asyncio.Task[None]] = set()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        self._secret = (secret or self._stored_secret()).encode()
+        if secret is None:
+            secret_file = self.path.with_name(self.path.name + ".webhook-secret")
+            secret = load_or_create_secret(secret_file, lambda: secrets.token_hex(32))
+        self._secret = secret.encode()
 
     # ------------------------------------------------------------------ Gateway protocol
     async def refund(self, instruction: PayoutInstruction) -> PayoutResult:
-        outcome = await asyncio.to_thread(self._refund, instruction)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        return await asyncio.to_thread(self._refund, instruction)
 
     async def query(self, instruction: PayoutInstruction | str) -> PayoutResult:
         """Takes the instruction like every gateway, or just the key (test convenience)."""
         key = instruction if isinstance(instruction, str) else instruction.payout_key
-        result, event = await asyncio.to_thread(self._query, key)
-        if event is not None:
-            await self._deliver(event)
-        return result
+        found, owed = await asyncio.to_thread(self._query, key)
+        await self._deliver(owed)
+        if found is None:
+            return PayoutResult(status=PayoutStatus.NOT_FOUND, message="no such refund")
+        return _result(found)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> PayoutEvent:
         header = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), "")
@@ -174,217 +151,153 @@ class SandboxGateway:
     # ------------------------------------------------------------------ test controls
     def script(self, prefix: str, behaviours: Sequence[Behaviour]) -> None:
         """Queue what the next ``refund`` calls on keys starting with ``prefix`` do, in order."""
-        parsed = [_check_behaviour(b) for b in behaviours]
-        with self._tx() as conn:
-            conn.executemany(
-                "INSERT INTO scripts (prefix, kind, arg) VALUES (?, ?, ?)",
-                [(prefix, kind, arg) for kind, arg in parsed],
-            )
+        self.ledger.script(prefix, [_ledger_behaviour(b) for b in behaviours])
 
     def default_settlement(self, rule: str) -> None:
         """The rule for refunds created from now on by this instance."""
-        _parse_rule(rule)
-        self._rule = rule
+        parse_rule(rule)
+        self.ledger.settlement = rule
 
     def settle(self, payout_key: str) -> SandboxRefund:
-        return self._force(payout_key, PayoutStatus.SETTLED, "")
+        settled = self.ledger.settle(payout_key)
+        self._deliver_soon()
+        return _record(settled)
 
     def fail(self, payout_key: str, code: str) -> SandboxRefund:
         """A reversal: the refund, even a settled one, comes back as failed_permanent."""
-        return self._force(payout_key, PayoutStatus.FAILED_PERMANENT, code)
+        failed = self.ledger.fail(payout_key, code)
+        self._deliver_soon()
+        return _record(failed)
 
     def refunds(self, prefix: str | None = None) -> list[SandboxRefund]:
-        with closing(self._connect()) as conn:
-            rows = conn.execute(
-                "SELECT * FROM refunds WHERE substr(payout_key, 1, length(?)) = ? ORDER BY rowid",
-                (prefix or "", prefix or ""),
-            ).fetchall()
-        return [_record(r) for r in rows]
+        return [_record(r) for r in self.ledger.refunds(prefix)]
 
     def count(self, prefix: str | None = None) -> int:
-        return len(self.refunds(prefix))
+        return self.ledger.count(prefix)
 
     # ------------------------------------------------------------------ internals
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path)
-
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return write_tx(self.path)
-
-    def _stored_secret(self) -> str:
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('webhook_secret', ?)", (secrets.token_hex(32),)
-            )
-            row = conn.execute("SELECT value FROM meta WHERE name = 'webhook_secret'").fetchone()
-        return str(row["value"])
-
     def _signature(self, body: bytes, timestamp: int) -> str:
         return hmac.new(self._secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
-    def _refund(self, ins: PayoutInstruction) -> PayoutResult | Exception:
-        """The result, or the exception to raise once the transaction is over."""
+    def _refund(self, ins: PayoutInstruction) -> PayoutResult:
         key = ins.payout_key
-        with self._tx() as conn:
-            kind, arg = _next_behaviour(conn, key)
-            if kind == "transient":
-                # The used-up script step is committed; the refund itself never got here.
-                return GatewayError(f"sandbox: scripted transient error for {key}")
-            row = _find(conn, key)
-            if row is None:
-                row = self._insert(conn, ins, kind, arg)
-            elif (row["amount"], row["currency"]) != (ins.amount, ins.currency):
-                # No provider_ref: that refund is not this caller's and must not pass for it.
-                reused = f"refund number already used for {row['amount']} {row['currency']}"
-                return PayoutResult(status=_FAILED, code="KEY_REUSED", message=reused)
-        if kind == "timeout_after_commit":
-            return GatewayTimeout(f"sandbox: scripted timeout after commit for {key}")
-        return _result(_record(row))
-
-    def _insert(
-        self, conn: sqlite3.Connection, ins: PayoutInstruction, kind: str, arg: str
-    ) -> sqlite3.Row:
-        now, failed = self.clock(), kind == "permanent"
-        seconds, queries = (None, None) if failed else _parse_rule(arg or self._rule)
-        digest = hashlib.sha256(ins.payout_key.encode()).hexdigest()
-        conn.execute(
-            "INSERT INTO refunds (payout_key, amount, currency, route, status, provider_ref,"
-            " trace_ref, code, created_at, settle_at, settle_after_queries)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                *(ins.payout_key, ins.amount, ins.currency, ins.route.value),
-                _FAILED if failed else PayoutStatus.ACCEPTED,
-                f"sbx_{digest[:16]}",
-                "" if failed else f"74{int(digest[16:40], 16) % 10**21:021d}",  # card-ARN shape
-                arg if failed else "",
-                now,
-                None if seconds is None else now + seconds,
-                queries,
-            ),
+        outcome = self.ledger.create_refund(
+            refund_no=key,
+            # The sandbox knows no payments: a refund's payouts are filed under the refund.
+            payment_id=ins.refund_id,
+            amount=ins.amount,
+            currency=ins.currency,
+            check=lambda _payment, _refunds: None,
+            make_refs=_refs,
+            extra={"route": ins.route.value},
         )
-        return _get(conn, ins.payout_key)
-
-    def _query(self, payout_key: str) -> tuple[PayoutResult, PayoutEvent | None]:
-        with self._tx() as conn:
-            row = _find(conn, payout_key)
-            if row is None:
-                return PayoutResult(status=PayoutStatus.NOT_FOUND, message="no such refund"), None
-            conn.execute(
-                "UPDATE refunds SET queries = queries + 1 WHERE payout_key = ?", (payout_key,)
+        if outcome.kind == "transient":
+            raise GatewayError(f"sandbox: scripted transient error for {key}")
+        refund = outcome.refund
+        if refund is None:  # refused unstored: the ledger's own "permanent", scripted directly
+            return PayoutResult(status=PayoutStatus.FAILED_PERMANENT, code=outcome.code)
+        if (refund.amount, refund.currency) != (ins.amount, ins.currency):
+            # No provider_ref: that refund is not this caller's and must not pass for it.
+            reused = f"refund number already used for {refund.amount} {refund.currency}"
+            return PayoutResult(
+                status=PayoutStatus.FAILED_PERMANENT, code="KEY_REUSED", message=reused
             )
-            after = row["settle_after_queries"]
-            due = (after is not None and row["queries"] + 1 >= after) or (
-                row["settle_at"] is not None and self.clock() >= row["settle_at"]
-            )
-            changed = due and row["status"] == PayoutStatus.ACCEPTED
-            record = self._set_status(conn, payout_key, PayoutStatus.SETTLED, "", changed)
-        return _result(record), _event(record) if changed else None
+        if outcome.hold:
+            raise GatewayTimeout(f"sandbox: scripted timeout after commit for {key}")
+        return _result(refund)
 
-    def _force(self, payout_key: str, status: PayoutStatus, code: str) -> SandboxRefund:
-        with self._tx() as conn:
-            row = _get(conn, payout_key)
-            if row["status"] == _FAILED:
-                raise ValueError(f"sandbox refund {payout_key!r} has already failed")
-            changed = row["status"] != status
-            record = self._set_status(conn, payout_key, status, code, changed)
-        if changed:
-            self._deliver_soon(_event(record))
-        return record
+    def _query(self, payout_key: str) -> tuple[SimRefund | None, list[WebhookDue]]:
+        found = self.ledger.query(payout_key)
+        return found, self._take_owed()
 
-    def _set_status(
-        self, conn: sqlite3.Connection, key: str, status: PayoutStatus, code: str, change: bool
-    ) -> SandboxRefund:
-        if change:
-            settled_at = self.clock() if status is PayoutStatus.SETTLED else None
-            conn.execute(
-                "UPDATE refunds SET status = ?, code = ?, settled_at = ? WHERE payout_key = ?",
-                (status, code, settled_at, key),
-            )
-        return _record(_get(conn, key))
+    def _take_owed(self) -> list[WebhookDue]:
+        # The ledger keeps what it owes until delivered; nobody listening, nothing is taken.
+        return [] if self.on_event is None else self.ledger.due_webhooks()
 
-    async def _deliver(self, event: PayoutEvent) -> None:
+    async def _deliver(self, owed: list[WebhookDue]) -> None:
         if self.on_event is None:
             return
-        try:
-            await self.on_event(event)
-        except Exception:
-            # A real provider's API keeps working when the merchant's webhook endpoint fails.
-            log.exception("sandbox: on_event callback failed for %s", event.event_id)
+        for due in owed:
+            try:
+                await self.on_event(_event(due))
+            except Exception:
+                # A real provider's API keeps working when the merchant's endpoint fails, and
+                # tries that event again later (the ledger's backoff).
+                log.exception("sandbox: on_event callback failed for %s", due.event_id)
+                self.ledger.webhook_failed(due)
+            else:
+                self.ledger.webhook_delivered(due)
 
-    def _deliver_soon(self, event: PayoutEvent) -> None:
+    def _deliver_soon(self) -> None:
         """For the synchronous test controls: deliver on the running loop, or right now."""
-        if self.on_event is None:
+        owed = self._take_owed()
+        if not owed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self._deliver(event))
+            asyncio.run(self._deliver(owed))
             return
-        task = loop.create_task(self._deliver(event))
+        task = loop.create_task(self._deliver(owed))
         self._pending.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._pending.discard)
 
 
-def _check_behaviour(behaviour: Behaviour) -> tuple[str, str]:
+def _ledger_behaviour(behaviour: Behaviour) -> tuple[str, str]:
+    """The ledger's words for a sandbox behaviour: the sandbox's ``permanent`` is a refund
+    declined on the spot and kept, so a repeated request gets the same failed refund back."""
     kind, arg = (behaviour, "") if isinstance(behaviour, str) else behaviour
     if kind not in _KINDS:
         raise ValueError(f"unknown sandbox behaviour {kind!r}; expected one of {_KINDS}")
     if kind == "permanent":
-        return kind, arg or "DECLINED"
-    if arg and kind == "transient":
-        raise ValueError("'transient' takes no argument")
-    if arg:
-        _parse_rule(arg)
+        return "declined", arg or "DECLINED"
     return kind, arg
 
 
-def _next_behaviour(conn: sqlite3.Connection, key: str) -> tuple[str, str]:
-    # The most specific prefix speaks first: a test can script one payout inside a refund.
-    row = conn.execute(
-        "SELECT id, kind, arg FROM scripts WHERE substr(?, 1, length(prefix)) = prefix"
-        " ORDER BY length(prefix) DESC, id LIMIT 1",
-        (key,),
-    ).fetchone()
-    if row is None:
-        return "ok", ""
-    conn.execute("DELETE FROM scripts WHERE id = ?", (row["id"],))
-    return str(row["kind"]), str(row["arg"])
+def _refs(payout_key: str) -> tuple[str, str]:
+    digest = hashlib.sha256(payout_key.encode()).hexdigest()
+    return f"sbx_{digest[:16]}", "74" + digits_ref(payout_key, "sandbox-arn", 21)  # card ARN
 
 
-def _find(conn: sqlite3.Connection, payout_key: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM refunds WHERE payout_key = ?", (payout_key,)).fetchone()
+def _status(refund: SimRefund) -> PayoutStatus:
+    return _STATUS.get(refund.status, PayoutStatus.ACCEPTED)
 
 
-def _get(conn: sqlite3.Connection, payout_key: str) -> sqlite3.Row:
-    row = _find(conn, payout_key)
-    if row is None:
-        raise KeyError(f"no sandbox refund {payout_key!r}")
-    return row
-
-
-def _record(row: sqlite3.Row) -> SandboxRefund:
-    return SandboxRefund(**dict(row) | {"status": PayoutStatus(row["status"])})
-
-
-def _result(r: SandboxRefund) -> PayoutResult:
-    settled = datetime.fromtimestamp(r.settled_at, UTC) if r.settled_at is not None else None
-    return PayoutResult(
-        status=r.status,
+def _record(r: SimRefund) -> SandboxRefund:
+    return SandboxRefund(
+        payout_key=r.refund_no,
+        amount=r.amount,
+        currency=r.currency,
+        route=str(r.extra.get("route", "")),
+        status=_status(r),
         provider_ref=r.provider_ref,
         trace_ref=r.trace_ref,
         code=r.code,
-        settled_at=settled if r.status is PayoutStatus.SETTLED else None,
+        created_at=r.created_at,
+        settled_at=r.settled_at,
+        queries=r.queries,
     )
 
 
-def _event(r: SandboxRefund) -> PayoutEvent:
-    # Derived from the transition, so a redelivered event keeps its id and dedup works.
-    event_id = "evt_" + hashlib.sha256(f"{r.payout_key}|{r.status}".encode()).hexdigest()[:24]
-    return PayoutEvent(
-        payout_key=r.payout_key,
-        status=r.status,
+def _result(r: SimRefund) -> PayoutResult:
+    status, at = _status(r), r.settled_at
+    settled = at is not None and status is PayoutStatus.SETTLED
+    return PayoutResult(
+        status=status,
         provider_ref=r.provider_ref,
         trace_ref=r.trace_ref,
         code=r.code,
-        event_id=event_id,
+        settled_at=datetime.fromtimestamp(at, UTC) if settled and at is not None else None,
+    )
+
+
+def _event(due: WebhookDue) -> PayoutEvent:
+    r = due.refund
+    return PayoutEvent(
+        payout_key=r.refund_no,
+        status=_status(r),
+        provider_ref=r.provider_ref,
+        trace_ref=r.trace_ref,
+        code=r.code,
+        event_id=due.event_id,  # the ledger's: stable per transition, so redelivery dedups
     )

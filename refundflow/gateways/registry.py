@@ -121,7 +121,9 @@ def build_gateways(settings: Settings, engine: Engine) -> dict[PaymentMethod, Ga
         from refundflow.devstack.sandbox import SandboxGateway
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        sandbox = SandboxGateway(path=settings.data_dir / "sandbox.db")
+        # Not "sandbox.db": that name held the sandbox's own tables before it kept the
+        # simulators' ledger, and a resumed dev stack must not open the old layout.
+        sandbox = SandboxGateway(path=settings.data_dir / "sandbox-ledger.db")
         gateways = {route: gateways.get(route, sandbox) for route in ROUTES}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     return gateways

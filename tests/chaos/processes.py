@@ -41,6 +41,12 @@ class Processes:
         process = self._running.get(name)
         return process is not None and process.poll() is None
 
+    def environment(self, name: str) -> dict[str, str]:
+        """The environment the running process ``name`` was started with, as the kernel has it."""
+        raw = Path(f"/proc/{self._running[name].pid}/environ").read_bytes()
+        pairs = [item.partition(b"=") for item in raw.split(b"\0") if item]
+        return {key.decode(): value.decode() for key, _, value in pairs}
+
     def kill9(self, name: str) -> None:
         """SIGKILL, as a crash: no handler runs, nothing is flushed or closed."""
         process = self._running.pop(name)

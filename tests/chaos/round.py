@@ -1,5 +1,6 @@
 """One fault round: refunds through every provider with scripted behaviour, the worker killed
-with SIGKILL at each payout point asked for and the Temporal server once, both restarted, then
+with SIGKILL at each payout point asked for and the Temporal server once, both restarted (or,
+with several workers, one of them killed midway and left dead: the others take over), then
 every refund followed to its end and the books checked against every provider's."""
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ async def run_round(
     crashes: list[tuple[str, str]],
     *,
     kill_temporal: bool = True,
+    kill_worker_midway: bool = False,
     patience_s: float = 600,
 ) -> RoundResult:
     """``count`` refunds plus one per (provider, crash point) in ``crashes``; ``patience_s``
-    only bounds a hang (a refund not finished by then is reported lost)."""
+    only bounds a hang (a refund not finished by then is reported lost).
+    ``kill_worker_midway``: SIGKILL worker 1 once half the ordinary refunds are placed and one
+    of them has reached its payout; it is started again only if it was the only worker."""
     started = time.monotonic()
     plans = plan_round(count, crashes)
     ordinary = [plan for plan in plans if not plan.crash]
@@ -61,7 +65,15 @@ async def run_round(
             await place(stack, plan)
 
     # Every ordinary refund is in flight while the crashes happen, each at a random point.
-    await asyncio.gather(*(place_one(plan) for plan in ordinary))
+    half = len(ordinary) // 2 if kill_worker_midway else len(ordinary)
+    await asyncio.gather(*(place_one(plan) for plan in ordinary[:half]))
+    if kill_worker_midway:
+        paying = lambda: any(payouts(stack, plan.refund_id) for plan in ordinary[:half])  # noqa: E731
+        await _until(paying, time.monotonic() + 120)
+        stack.kill_worker()
+        if stack.workers == 1:
+            stack.start_worker()
+        await asyncio.gather(*(place_one(plan) for plan in ordinary[half:]))
     middle = len(crashing) // 2
     for index, plan in enumerate(crashing):
         if kill_temporal and index == middle:
@@ -89,7 +101,7 @@ async def run_round(
     report = RoundReport(
         refunds=findings.refunds,
         completed=findings.completed,
-        worker_kills=stack.processes.kills.get("worker", 0),
+        worker_kills=stack.worker_kills,
         temporal_kills=stack.processes.kills.get("temporal", 0),
         duplicates=len(findings.duplicates),
         lost=len(findings.lost),

@@ -126,6 +126,14 @@ async def test_permanent_commits_a_failed_refund_with_the_code(gw: SandboxGatewa
     assert gw.count() == 1
 
 
+async def test_the_ledgers_own_refusal_stores_nothing(gw: SandboxGateway) -> None:
+    # Scripted on the ledger underneath: refused before anything is stored, unlike "permanent".
+    gw.ledger.script("r-1:", [("permanent", "NO_FUNDS")])
+    refused = await gw.refund(ins())
+    assert (refused.status, refused.code, refused.provider_ref) == (FAILED, "NO_FUNDS", "")
+    assert gw.count() == 0 and (await gw.query("r-1:1:1")).status is NOT_FOUND
+
+
 async def test_timeout_after_commit_is_found_by_query_and_never_paid_twice(
     gw: SandboxGateway,
 ) -> None:
@@ -289,6 +297,27 @@ async def test_a_failing_event_callback_does_not_break_the_provider(db: Path) ->
     gw = SandboxGateway(path=db, settle_after_queries=1, on_event=broken)
     await gw.refund(ins())
     assert (await gw.query("r-1:1:1")).status is SETTLED
+
+
+async def test_an_event_the_callback_failed_on_is_offered_again(db: Path) -> None:
+    clock, down = Clock(), [True]
+    seen: list[str] = []
+
+    async def flaky(event: PayoutEvent) -> None:
+        seen.append(event.event_id)
+        if down[0]:
+            raise RuntimeError("merchant endpoint down")
+
+    gw = SandboxGateway(path=db, settle_after_queries=1, clock=clock, on_event=flaky)
+    await gw.refund(ins())
+    await gw.query("r-1:1:1")
+    down[0] = False
+    await gw.query("r-1:1:1")  # within the backoff: not offered yet
+    assert len(seen) == 1
+    clock.now += 60
+    await gw.query("r-1:1:1")
+    await gw.query("r-1:1:1")  # acknowledged: never again
+    assert seen == [seen[0]] * 2
 
 
 # ---------------------------------------------------------------------------- webhooks

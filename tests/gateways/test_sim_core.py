@@ -95,6 +95,29 @@ def test_scripts_speak_in_order_most_specific_prefix_first(ledger: SimLedger) ->
         ledger.script("k", [("permanent", "")])
 
 
+def test_a_declined_refund_is_kept_failed_and_found_again(ledger: SimLedger) -> None:
+    ledger.script("k:1", [("declined", "CARD_CLOSED")])
+    declined = _create(ledger, "k:1:1")
+    assert declined.kind == "created" and declined.refund is not None
+    refund = declined.refund
+    assert (refund.status, refund.code, refund.trace_ref) == (FAILED, "CARD_CLOSED", "")
+    assert _create(ledger, "k:1:1").refund == refund  # the same failed refund, not a new one
+    assert [ledger.query("k:1:1").status for _ in range(3)] == [FAILED] * 3  # type: ignore[union-attr]
+    assert ledger.due_webhooks() == []  # no transition, nothing to notify
+    with pytest.raises(ValueError, match="already failed"):
+        ledger.settle("k:1:1")
+    with pytest.raises(ValueError):
+        ledger.script("k", [("declined", "")])
+
+
+def test_queries_are_counted_on_the_refund(ledger: SimLedger) -> None:
+    _create(ledger, "k:1:1")
+    for _ in range(3):
+        ledger.query("k:1:1")
+    [refund] = ledger.refunds("k:")
+    assert refund.queries == 3
+
+
 def test_the_check_refuses_before_anything_is_stored(ledger: SimLedger) -> None:
     refused = _create(ledger, "k:1:1", payment="unknown")
     assert (refused.kind, refused.code) == ("refused", "NO_SUCH_PAYMENT")

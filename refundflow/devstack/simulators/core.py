@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 PROCESSING, SUCCESS, FAILED = "PROCESSING", "SUCCESS", "FAILED"
 Behaviour = str | tuple[str, str]
-_REFUND_KINDS = ("ok", "transient", "timeout_after_commit", "permanent", "fail_later")
+_REFUND_KINDS = ("ok", "transient", "timeout_after_commit", "permanent", "fail_later", "declined")
 _HOOK_MODES = ("once", "twice", "never", "late", "out_of_order")
 _MAX_DELIVERIES = 8
 # How long a webhook taken for delivery stays out of sight: past the host's HTTP timeout, so
@@ -114,6 +114,8 @@ class SimRefund:
     created_at: float
     settled_at: float | None
     extra: dict[str, Any]
+    queries: int = 0
+    """How many times the merchant has asked about it (``queries:N`` settles on the N-th)."""
 
 
 @dataclass(frozen=True)
@@ -231,18 +233,21 @@ class SimLedger:
                 return RefundOutcome("refused", code=refused)
             if kind == "permanent":
                 return RefundOutcome("refused", code=arg)
+            declined = kind == "declined"
             rule = arg if kind in ("ok", "timeout_after_commit") and arg else self.settlement
-            seconds, queries = parse_rule(rule)
+            seconds, queries = (None, None) if declined else parse_rule(rule)
             mode, hook_arg = _next(conn, "hook", refund_no, default=("once", ""))
             now = self.clock()
             provider_ref, trace_ref = make_refs(refund_no)
             conn.execute(
                 "INSERT INTO refunds (refund_no, provider_ref, payment_id, amount, currency,"
-                " status, trace_ref, created_at, settle_at, settle_after_queries, fail_code,"
-                " hook_mode, hook_arg, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, code, trace_ref, created_at, settle_at, settle_after_queries, fail_code,"
+                " hook_mode, hook_arg, extra)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    *(refund_no, provider_ref, payment_id, amount, currency, PROCESSING),
-                    trace_ref,
+                    *(refund_no, provider_ref, payment_id, amount, currency),
+                    *((FAILED, arg) if declined else (PROCESSING, "")),
+                    "" if declined else trace_ref,  # declined before the network: no trace
                     now,
                     None if seconds is None else now + seconds,
                     queries,
@@ -281,7 +286,11 @@ class SimLedger:
 
     def settle(self, refund_no: str) -> SimRefund:
         with self._tx() as conn:
-            return self._change(conn, _get(conn, refund_no), SUCCESS, "")
+            before = _get(conn, refund_no)
+            if before.status == FAILED:
+                # Its money never left or already came back; a settlement now would be made up.
+                raise ValueError(f"refund {refund_no!r} has already failed")
+            return self._change(conn, before, SUCCESS, "")
 
     def fail(self, refund_no: str, code: str) -> SimRefund:
         """Fails a processing refund, or reverses a settled one (the money came back)."""
@@ -315,7 +324,9 @@ class SimLedger:
     def script(self, prefix: str, behaviours: Sequence[Behaviour]) -> None:
         """What the next refund requests on numbers starting with ``prefix`` meet, in order:
         ``"ok"``, ``("ok", rule)``, ``"transient"``, ``"timeout_after_commit"``,
-        ``("timeout_after_commit", rule)``, ``("permanent", code)``, ``("fail_later", code)``."""
+        ``("timeout_after_commit", rule)``, ``("permanent", code)`` (refused, nothing stored),
+        ``("fail_later", code)`` or ``("declined", code)`` (stored as failed at once, answered
+        with its id: the card networks' way, and what a repeated request finds again)."""
         self._add_scripts("refund", prefix, [_check_refund(b) for b in behaviours])
 
     def script_webhooks(self, prefix: str, modes: Sequence[Behaviour]) -> None:
@@ -460,7 +471,7 @@ def _check_refund(behaviour: Behaviour) -> tuple[str, str]:
     kind, arg = (behaviour, "") if isinstance(behaviour, str) else behaviour
     if kind not in _REFUND_KINDS:
         raise ValueError(f"unknown behaviour {kind!r}; expected one of {_REFUND_KINDS}")
-    if kind in ("permanent", "fail_later") and not arg:
+    if kind in ("permanent", "fail_later", "declined") and not arg:
         raise ValueError(f"{kind!r} needs the provider's failure code")
     if kind == "transient" and arg:
         raise ValueError("'transient' takes no argument")
