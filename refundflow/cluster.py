@@ -26,7 +26,7 @@ from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import alembic_config, current
 from refundflow.db.models import PolicyRow
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
-from refundflow.gateways.registry import missing_providers
+from refundflow.gateways.registry import missing_providers, provider_config_problems
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings
 from refundflow.workflows import search_attributes as sa
@@ -208,6 +208,9 @@ def provider_finding(settings: Settings) -> Finding:
             Outcome.PROBLEM,
             f"no provider for {routes}: set REFUNDFLOW_PROVIDERS or REFUNDFLOW_DISABLED_ROUTES",
         )
+    invalid = provider_config_problems(settings)
+    if invalid:
+        return Finding("providers", Outcome.PROBLEM, "; ".join(invalid))
     if settings.sandbox:
         return Finding(
             "providers", Outcome.WARNING, "REFUNDFLOW_SANDBOX=true: unconfigured routes pay nothing"

@@ -15,11 +15,28 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from refundflow.cluster import Outcome, provider_finding
 from refundflow.crypto import new_key_entry
+from refundflow.settings import Settings
 
 BIN = Path(sys.executable).parent
 PROVIDERS: dict[str, dict[str, str]] = {
-    name: {} for name in ("alipay", "wechat", "stripe", "paypal", "bank_transfer")
+    "alipay": {"app_id": "2021000000000001", "app_private_key": "k", "alipay_public_key": "k"},
+    "wechat": {
+        "mchid": "1900000001",
+        "merchant_serial_no": "5157F09EFDC096DE15EBE81A47057A72",
+        "merchant_private_key": "k",
+        "apiv3_key": "0" * 32,
+    },
+    "stripe": {"secret_key": "sk_test_x", "webhook_secret": "whsec_x"},
+    "paypal": {"client_id": "c", "client_secret": "s", "webhook_id": "WH-1"},
+    "bank_transfer": {
+        "api_base": "https://bank.example.com",
+        "client_id": "c",
+        "api_secret": "s",
+        "webhook_secret": "w",
+        "debtor_account": "DE89370400440532013000",
+    },
 }
 
 
@@ -112,3 +129,12 @@ def test_a_temporal_profile_file_is_used(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "Temporal at 127.0.0.1:1, namespace refunds-prod unreachable" in out.stdout
+
+
+def test_check_names_the_settings_a_provider_lacks() -> None:
+    broken = PROVIDERS | {"alipay": {"app_id": "2021000000000001"}, "stripe": {"secret_key": 1}}
+    finding = provider_finding(Settings(providers=broken))
+    assert finding.outcome is Outcome.PROBLEM
+    assert "alipay: invalid settings (app_private_key, alipay_public_key)" in finding.detail
+    assert "stripe: invalid settings (secret_key, webhook_secret)" in finding.detail
+    assert provider_finding(Settings(providers=PROVIDERS)).outcome is Outcome.OK

@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from refundflow.domain.orders import PaymentMethod
@@ -90,6 +91,27 @@ class DisabledRoute:
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> PayoutEvent:
         raise ValueError(f"{self.route.value} is disabled")
+
+
+def provider_config_problems(settings: Settings) -> list[str]:
+    """Each configured provider whose settings its adapter would refuse, with the reason (the
+    adapter's config model is built, nothing is contacted)."""
+    problems = []
+    for name, config in sorted(settings.providers.items()):
+        if name not in ADAPTERS:
+            problems.append(f"{name}: unknown provider; one of {', '.join(ADAPTERS)}")
+            continue
+        module_name, _, config_name = ADAPTERS[name]
+        try:
+            getattr(importlib.import_module(module_name), config_name)(**config)
+        except (ValidationError, TypeError) as exc:
+            fields = (
+                ", ".join(".".join(map(str, e["loc"])) or "(all)" for e in exc.errors())
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            problems.append(f"{name}: invalid settings ({fields})")
+    return problems
 
 
 def missing_providers(settings: Settings) -> list[PaymentMethod]:
