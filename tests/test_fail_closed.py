@@ -4,6 +4,7 @@ fallback applies; the sandbox pays only when REFUNDFLOW_SANDBOX says so."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import RefundStatus
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import (
+    ROUTES,
     DisabledRoute,
     MissingProviders,
     build_gateways,
@@ -101,3 +103,25 @@ def test_the_product_path_never_loads_the_dev_stand_ins(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["worker"], ["api", "--port", "1"]])
+def test_a_provider_with_incomplete_settings_stops_the_process(
+    command: list[str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUNDFLOW_")}
+    others = [route.value for route in ROUTES if ROUTES[route] != "alipay"]
+    env |= {
+        "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        "REFUNDFLOW_PROVIDERS": '{"alipay": {"app_id": "2021000000000001"}}',
+        "REFUNDFLOW_DISABLED_ROUTES": json.dumps(others),
+    }
+    done = subprocess.run(
+        [str(BIN / "refundflow"), *command], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "invalid_providers" in done.stderr + done.stdout
+    assert "alipay: invalid settings (app_private_key, alipay_public_key)" in (
+        done.stderr + done.stdout
+    )
+    assert "Traceback" not in done.stderr + done.stdout

@@ -237,7 +237,11 @@ def _production_settings(log_format: str | None) -> Settings:
     """The settings of a long-running process, or one line saying what is missing: a payment
     route nobody pays, or a setting of the dev stack, is refused before anything starts (fail
     closed)."""
-    from refundflow.gateways.registry import MissingProviders, missing_providers
+    from refundflow.gateways.registry import (
+        MissingProviders,
+        missing_providers,
+        provider_config_problems,
+    )
     from refundflow.settings import DevOnlySetting
 
     settings = deploy.settings_or_exit()
@@ -252,6 +256,10 @@ def _production_settings(log_format: str | None) -> Settings:
     missing = missing_providers(settings)
     if missing:
         raise _fail(DomainError(str(MissingProviders(missing)), code="missing_providers"))
+    invalid = provider_config_problems(settings)
+    if invalid:
+        problems = "; ".join(invalid)
+        raise _fail(DomainError(f"REFUNDFLOW_PROVIDERS: {problems}", code="invalid_providers"))
     return settings
 
 
