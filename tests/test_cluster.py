@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.crypto import new_key_entry
+from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
 
 BIN = Path(sys.executable).parent
 PROVIDERS: dict[str, dict[str, str]] = {
@@ -37,7 +37,7 @@ def refundflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 async def _server(*attributes: SearchAttributeKey[Any]) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         search_attributes=attributes,
         ui=False,
     )
@@ -50,6 +50,12 @@ async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path)
             "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
             "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
         }
+        # Nothing talks to Temporal without the payload keys (never the secrets' keys instead).
+        keyless = refundflow("check", env=base | {"REFUNDFLOW_ENCRYPTION_KEYS": PAYLOAD_KEYS})
+        assert keyless.returncode == 1
+        assert "no payload keys: set REFUNDFLOW_PAYLOAD_KEYS" in keyless.stdout
+        assert "RefundStatus" not in keyless.stdout  # it never connected
+        base["REFUNDFLOW_PAYLOAD_KEYS"] = PAYLOAD_KEYS
         bad = refundflow("check", env=base)
         assert bad.returncode == 1, bad.stdout + bad.stderr
         out = bad.stdout
@@ -86,6 +92,7 @@ async def test_setup_refuses_a_search_attribute_of_another_type(tmp_path: Path) 
             env={
                 "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
                 "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+                "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
             },
         )
         assert done.returncode == 1
@@ -107,6 +114,7 @@ def test_a_temporal_profile_file_is_used(tmp_path: Path) -> None:
         env={
             "TEMPORAL_CONFIG_FILE": str(config),
             "TEMPORAL_PROFILE": "prod",
+            "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
             "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
         },
     )

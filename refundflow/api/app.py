@@ -67,6 +67,7 @@ def create_app(
         app.state.temporal = temporal
         connecting = None
         if temporal is None:
+            settings.payload_keyring()  # fail closed: no plaintext payload ever leaves
             # Until Temporal answers, /readyz says so and routes that need it answer 503; the
             # API keeps trying instead of staying disconnected for the life of the process.
             connecting = asyncio.create_task(_connect_until_up(app, settings))

@@ -27,6 +27,7 @@ from refundflow.cluster import (
     search_attribute_findings,
 )
 from refundflow.connection import ConnectionSettingsError, connect, describe_target
+from refundflow.crypto import KeyringError
 from refundflow.db.migrate import upgrade
 from refundflow.settings import Settings
 from refundflow.workflows.outbox import ensure_outbox_schedule
@@ -108,6 +109,9 @@ async def _check(settings: Settings) -> list[Finding]:
 async def _client(settings: Settings, findings: list[Finding]) -> Client | None:
     try:
         client = await connect(settings)
+    except KeyringError as exc:
+        findings.append(Finding("payload keys", Outcome.PROBLEM, exc.message))
+        return None
     except ConnectionSettingsError as exc:
         findings.append(Finding("temporal", Outcome.PROBLEM, str(exc)))
         return None

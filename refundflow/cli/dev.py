@@ -51,7 +51,7 @@ from refundflow.db.repository import create_api_key, get_merchant, upsert_mercha
 from refundflow.devstack.simulators.dev import DevProviders
 from refundflow.gateways.registry import build_gateways
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import KEYRING_FILE, Settings
+from refundflow.settings import KEYRING_FILE, PAYLOAD_KEYRING_FILE, Settings
 from refundflow.worker import build_worker, open_keyring
 from refundflow.workflows.outbox import ensure_outbox_schedule
 from refundflow.workflows.search_attributes import dev_server_flags
@@ -146,6 +146,8 @@ class DevStack:
             # The data folder's own keys, whatever the shell exports.
             encryption_keys=None,
             encryption_keys_file=self.data_dir / KEYRING_FILE,
+            payload_keys=None,
+            payload_keys_file=self.data_dir / PAYLOAD_KEYRING_FILE,
             dev_business_day_seconds=int(business_day.total_seconds()) if business_day else None,
             notify={
                 "smtp_host": host,
@@ -173,8 +175,10 @@ class DevStack:
             busy = busy_ports(self.host, self.ports.uses())
             if busy:
                 raise ports_refusal(busy)
-            if not (self.data_dir / KEYRING_FILE).exists():
-                create_keyring_file(self.data_dir / KEYRING_FILE, key_id="dev-1")
+            # Two keyrings: secrets in the database, and payloads sent to Temporal.
+            for name in (KEYRING_FILE, PAYLOAD_KEYRING_FILE):
+                if not (self.data_dir / name).exists():
+                    create_keyring_file(self.data_dir / name, key_id="dev-1")
             upgrade(self.settings.resolved_database_url)
             engine = make_engine(self.settings.resolved_database_url)
             temporal = await self._start_temporal()

@@ -283,9 +283,14 @@ def api(
     import uvicorn
 
     from refundflow.api.app import create_app
+    from refundflow.crypto import KeyringError
     from refundflow.logs import configure_logging
 
     settings = _production_settings(log_format)
+    try:
+        settings.payload_keyring()  # every payload it sends to Temporal is encrypted
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
     configure_logging(settings.log_format, settings.log_level)
     # log_config=None: uvicorn's loggers go through the handler configured above.
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)

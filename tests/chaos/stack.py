@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from refundflow.crypto import new_key_entry
 from refundflow.db.engine import make_engine, session_scope
@@ -29,6 +28,7 @@ from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
 from refundflow.workflows.search_attributes import dev_server_flags
 from tests.chaos.processes import Processes
+from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
 from tests.ports import free_ports
 
 BIN = Path(sys.executable).parent
@@ -73,6 +73,7 @@ class ChaosStack:
             "REFUNDFLOW_TEMPORAL_ADDRESS": self.temporal_address,
             "REFUNDFLOW_PROVIDERS": json.dumps(self.providers),
             "REFUNDFLOW_ENCRYPTION_KEYS": self.encryption_keys,
+            "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
         }
 
     def refund_no(self, provider: str, payout_key: str) -> str:
@@ -129,9 +130,7 @@ class ChaosStack:
     # ------------------------------------------------------------------ clients
     async def client(self) -> Client:
         if self._client is None:
-            self._client = await Client.connect(
-                self.temporal_address, data_converter=pydantic_data_converter
-            )
+            self._client = await Client.connect(self.temporal_address, data_converter=CONVERTER)
         return self._client
 
     @asynccontextmanager

@@ -48,6 +48,7 @@ from refundflow.notify.config import NotifyConfig
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund
 from refundflow.workflows.refund import RefundWorkflow
+from tests.payload_keys import CODEC, decrypted
 
 MERCHANT = "shop-1"
 APPROVERS = ("alice", "bob", "carol")
@@ -170,7 +171,9 @@ class Stack:
             path = folder / f"{handle.id}.json"
             if path.exists():
                 continue
-            history = await handle.fetch_history()
+            # Decrypted: the session's payload keys are gone after it, and the replayer reads
+            # unencrypted payloads as they are.
+            history = decrypted(await handle.fetch_history(), CODEC)
             last = history.events[-1]
             if last.HasField("workflow_execution_completed_event_attributes"):
                 path.write_text(history.to_json())
