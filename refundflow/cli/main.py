@@ -296,6 +296,44 @@ def api(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
+@app.command("codec-server")
+def codec_server(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8234,
+    ui_origin: Annotated[
+        str | None,
+        typer.Option(help="The Temporal UI's origin (CORS); REFUNDFLOW_CODEC_UI_ORIGIN."),
+    ] = None,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Serve /decode and /encode for the Temporal UI: ops and admin API keys see decrypted
+    payloads, everyone else ciphertext. Needs the payload keys and the refunds database."""
+    import uvicorn
+
+    from refundflow.codec_server import create_codec_app
+    from refundflow.crypto import KeyringError
+    from refundflow.db.engine import make_engine
+    from refundflow.logs import configure_logging
+    from refundflow.payload_codec import EncryptionCodec
+
+    settings = deploy.settings_or_exit()
+    try:
+        codec = EncryptionCodec(settings.payload_keyring())
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            raise _fail(DomainError("--log-format is text or json", code="invalid_option"))
+        settings = settings.model_copy(update={"log_format": log_format})
+    configure_logging(settings.log_format, settings.log_level)
+    engine = make_engine(settings.resolved_database_url)
+    app_ = create_codec_app(codec, engine, ui_origin=ui_origin or settings.codec_ui_origin)
+    try:
+        uvicorn.run(app_, host=host, port=port, log_config=None)
+    finally:
+        engine.dispose()
+
+
 @policy_app.command("check")
 def policy_check(path: Path) -> None:
     """Validate a policy YAML file and print it with every default filled in."""
