@@ -185,6 +185,9 @@ def dev(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     sim_port: Annotated[int, typer.Option(help="Provider simulators port.")] = 8090,
     smtp_port: Annotated[int, typer.Option(help="Dev mail server port.")] = 8025,
+    codec_port: Annotated[
+        int, typer.Option(help="Codec server port (the Temporal UI decrypts through it).")
+    ] = 8234,
     merchant: Annotated[str, typer.Option(help="The merchant of the admin key.")] = "demo",
     business_day_seconds: Annotated[
         int | None,
@@ -202,7 +205,12 @@ def dev(
     from refundflow.cli.dev import DevPorts, run_dev
 
     ports = DevPorts(
-        api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port, smtp=smtp_port
+        api=api_port,
+        temporal=temporal_port,
+        ui=ui_port,
+        simulators=sim_port,
+        smtp=smtp_port,
+        codec=codec_port,
     )
     business_day = timedelta(seconds=business_day_seconds) if business_day_seconds else None
     run_dev(data_dir, ports, host, merchant, business_day=business_day)
