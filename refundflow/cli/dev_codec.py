@@ -45,5 +45,8 @@ def codec_server(
     settings: Settings, engine: Engine, *, host: str, port: int, ui_origin: str
 ) -> uvicorn.Server:
     app = create_codec_app(EncryptionCodec(settings.payload_keyring()), engine, ui_origin=ui_origin)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    # No access log: the UI's endpoint carries its key in the path.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+    )
     return uvicorn.Server(config)

@@ -337,7 +337,8 @@ def codec_server(
     engine = make_engine(settings.resolved_database_url)
     app_ = create_codec_app(codec, engine, ui_origin=ui_origin or settings.codec_ui_origin)
     try:
-        uvicorn.run(app_, host=host, port=port, log_config=None)
+        # No access log: a dev-style endpoint carries a key in its path.
+        uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
     finally:
         engine.dispose()
 
