@@ -19,6 +19,8 @@ PAYLOAD_KEYS = os.environ.setdefault("REFUNDFLOW_PAYLOAD_KEYS", new_key_entry("t
 PAYLOAD_KEYRING = Keyring.parse(PAYLOAD_KEYS, source="REFUNDFLOW_PAYLOAD_KEYS")
 CONVERTER: DataConverter = encrypted_data_converter(PAYLOAD_KEYRING)
 CODEC = EncryptionCodec(PAYLOAD_KEYRING)
+DB_KEYRING = Keyring.parse(new_key_entry("test-1"), source="tests")
+"""Seals what the refunds database keeps of customers (workers made by the tests use it)."""
 _SEARCH_ATTRIBUTES = "temporal.api.common.v1.SearchAttributes"
 
 

@@ -23,6 +23,7 @@ from refundflow.cluster import (
     namespace_finding,
     notification_finding,
     provider_finding,
+    retention_schedule_finding,
     schedule_finding,
     search_attribute_findings,
 )
@@ -31,6 +32,7 @@ from refundflow.crypto import KeyringError
 from refundflow.db.migrate import upgrade
 from refundflow.settings import Settings
 from refundflow.workflows.outbox import ensure_outbox_schedule
+from refundflow.workflows.retention import ensure_retention_schedule
 
 console = Console()
 _STYLE = {
@@ -86,6 +88,15 @@ async def _setup(settings: Settings, *, create_with_retention: timedelta | None)
     findings.append(
         Finding("outbox sweep", Outcome.CHANGED if created else Outcome.OK, "schedule ready")
     )
+    created = await ensure_retention_schedule(client, task_queue=settings.task_queue)
+    findings.append(
+        Finding(
+            "data retention",
+            Outcome.CHANGED if created else Outcome.OK,
+            f"schedule ready: customer data erased {settings.pii_retention_days} days after"
+            " a refund finishes",
+        )
+    )
     return findings
 
 
@@ -103,6 +114,7 @@ async def _check(settings: Settings) -> list[Finding]:
     if not findings[-1].failed:
         findings += await search_attribute_findings(client, register=False)
         findings.append(await schedule_finding(client))
+        findings.append(await retention_schedule_finding(client, settings))
     return findings
 
 

@@ -55,6 +55,7 @@ from refundflow.notify.config import NotifyConfig
 from refundflow.settings import KEYRING_FILE, PAYLOAD_KEYRING_FILE, Settings
 from refundflow.worker import build_worker, open_keyring
 from refundflow.workflows.outbox import ensure_outbox_schedule
+from refundflow.workflows.retention import ensure_retention_schedule
 from refundflow.workflows.search_attributes import dev_server_flags
 
 
@@ -221,8 +222,8 @@ class DevStack:
     async def _serve(self, client: Client, engine: Engine, providers: DevProviders) -> None:
         settings = self.settings.model_copy(update={"providers": providers.configs})
         gateways = build_gateways(settings, engine)
-        activities = RefundActivities(engine, gateways)
         keyring = open_keyring(settings, engine)
+        activities = RefundActivities(engine, gateways, keyring=keyring)
         notify = NotifyActivities.from_config(
             engine, NotifyConfig(**settings.notify), keyring=keyring
         )
@@ -232,8 +233,9 @@ class DevStack:
             task_queue=settings.task_queue,
             notify=notify,
             decisions=fast_decisions(self.business_day) if self.business_day else None,
+            retention=timedelta(days=settings.pii_retention_days),
         )
-        app = create_app(settings, engine=engine, temporal=client)
+        app = create_app(settings, engine=engine, temporal=client, keyring=keyring)
         use_gateways(app, gateways)
         config = uvicorn.Config(
             app, host=self.host, port=self.ports.api, log_level="warning", lifespan="off"
@@ -250,6 +252,7 @@ class DevStack:
         await ensure_outbox_schedule(
             client, task_queue=settings.task_queue, every=timedelta(minutes=1)
         )
+        await ensure_retention_schedule(client, task_queue=settings.task_queue)
         async with worker:
             decoding = asyncio.create_task(codec.serve())
             serving = asyncio.create_task(api.serve())

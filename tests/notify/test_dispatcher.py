@@ -68,6 +68,7 @@ def seed(engine: Engine, *, webhook: str | None, phone: str = PHONE, locale: str
             requested_by="desk-1",
             policy_version=1,
             status=RefundStatus.PAYING,
+            keyring=KEYRING,
         )
         base = {"refund_id": refund_id, "order_id": snap.order_id}
         enqueue_outbox(

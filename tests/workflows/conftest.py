@@ -48,7 +48,7 @@ from refundflow.notify.config import NotifyConfig
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund
 from refundflow.workflows.refund import RefundWorkflow
-from tests.payload_keys import CODEC, decrypted
+from tests.payload_keys import CODEC, DB_KEYRING, decrypted
 
 MERCHANT = "shop-1"
 APPROVERS = ("alice", "bob", "carol")
@@ -292,9 +292,9 @@ async def open_stack(
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     gateways.update(routes or {})
-    activities = RefundActivities(engine, gateways)
+    activities = RefundActivities(engine, gateways, keyring=DB_KEYRING)
     task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
-    notices = NotifyActivities.from_config(engine, notify or NotifyConfig())
+    notices = NotifyActivities.from_config(engine, notify or NotifyConfig(), keyring=DB_KEYRING)
     async with build_worker(
         env.client, activities, task_queue=task_queue, notify=notices, deployment=deployment
     ):
