@@ -16,6 +16,7 @@ from refundflow.db.engine import session_scope
 from refundflow.db.migrate import downgrade, upgrade
 from refundflow.db.models import RefundRow
 from refundflow.db.personal import mask_document
+from refundflow.db.repo_personal import PersonalField
 from refundflow.db.repository import (
     PersonalDataAbsent,
     PersonalDataErased,
@@ -151,7 +152,11 @@ def test_rotation_reseals_under_the_new_key_and_plaintext_left_by_old_workers(
     )
     assert reseal_personal(session, keyring=rotated) == 2
     assert reseal_personal(session, keyring=rotated) == 0  # nothing left to do
-    for refund_id, field, wanted in (("rf-rotate", "phone", PHONE), ("rf-legacy", "email", EMAIL)):
+    checks: list[tuple[str, PersonalField, str]] = [
+        ("rf-rotate", "phone", PHONE),
+        ("rf-legacy", "email", EMAIL),
+    ]
+    for refund_id, field, wanted in checks:
         row = session.get(RefundRow, refund_id)
         assert row is not None and row.personal_sealed is not None
         assert row.personal_sealed.startswith("rfsealed1:test-2:")
