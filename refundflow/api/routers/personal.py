@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow.api.deps import Principal, SessionDep, require
 from refundflow.api.errors import ApiError
+from refundflow.api.examples import schema_examples
 from refundflow.api.problems import AUTH, BODY, documented
 from refundflow.crypto import Keyring
 from refundflow.db.models import RefundRow
@@ -23,7 +24,13 @@ _EXAMPLE = {"refund_id": "rf_0123456789abcdef0123", "field": "account_number", "
 
 
 class RevealIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra=schema_examples(
+            {"field": "account_number", "reason": "the customer asked on the phone"}
+        ),
+    )
 
     field: PersonalField
     """Which detail: email, phone, account_number or holder_name."""
@@ -32,8 +39,12 @@ class RevealIn(BaseModel):
 
 
 class RevealOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     refund_id: str
+    """The refund."""
     field: PersonalField
+    """Which detail was revealed."""
     value: str
     """The full value. Not cached (``Cache-Control: no-store``)."""
 
