@@ -261,6 +261,17 @@ def encryption_finding(settings: Settings) -> Finding:
     )
 
 
+def payload_key_finding(settings: Settings) -> Finding:
+    """The keys that encrypt payloads sent to Temporal: nothing connects without them."""
+    try:
+        keyring = settings.payload_keyring()
+    except KeyringError as exc:
+        return Finding("payload keys", Outcome.PROBLEM, exc.message)
+    return Finding(
+        "payload keys", Outcome.OK, f"{len(keyring.keys)} key(s), encrypting with {keyring.current}"
+    )
+
+
 def notification_finding(settings: Settings) -> Finding:
     config = NotifyConfig(**settings.notify)
     channels = [

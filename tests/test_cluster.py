@@ -80,6 +80,8 @@ async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path)
         assert good.returncode == 0, good.stdout + good.stderr
         assert "ready" in good.stdout and "problem" not in good.stdout
         assert "refundflow-outbox-sweep" in good.stdout
+        assert "refundflow-pii-retention" in good.stdout
+        assert "encrypting with test-payload-1" in good.stdout
     finally:
         await env.shutdown()
 

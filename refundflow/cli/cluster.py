@@ -22,6 +22,7 @@ from refundflow.cluster import (
     encryption_finding,
     namespace_finding,
     notification_finding,
+    payload_key_finding,
     provider_finding,
     retention_schedule_finding,
     schedule_finding,
@@ -106,7 +107,10 @@ async def _check(settings: Settings) -> list[Finding]:
         provider_finding(settings),
         notification_finding(settings),
         encryption_finding(settings),
+        payload_key_finding(settings),
     ]
+    if findings[-1].failed:
+        return findings  # nothing reaches Temporal unencrypted
     client = await _client(settings, findings)
     if client is None:
         return findings
