@@ -122,3 +122,25 @@ def test_a_temporal_profile_file_is_used(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "Temporal at 127.0.0.1:1, namespace refunds-prod unreachable" in out.stdout
+
+
+async def test_check_warns_when_closed_runs_outlive_the_customer_data_rule(tmp_path: Path) -> None:
+    """Histories keep their (encrypted) customer data for the namespace's retention: longer
+    than REFUNDFLOW_PII_RETENTION_DAYS, and they outlive what the database erased."""
+    env = await _server()
+    try:
+        base = {
+            "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "REFUNDFLOW_TEMPORAL_NAMESPACE": "refunds-long",
+            "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+            "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
+            "REFUNDFLOW_PII_RETENTION_DAYS": "60",
+        }
+        made = refundflow("setup", "--create-namespace", "--retention-days", "120", env=base)
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert "longer than REFUNDFLOW_PII_RETENTION_DAYS (60 days)" in made.stdout
+        assert "erased 60 days after a refund finishes" in made.stdout
+        fine = refundflow("setup", env=base | {"REFUNDFLOW_PII_RETENTION_DAYS": "120"})
+        assert "REFUNDFLOW_PII_RETENTION_DAYS" not in fine.stdout
+    finally:
+        await env.shutdown()
