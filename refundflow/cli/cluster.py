@@ -54,7 +54,8 @@ def setup(
     ] = 30,
 ) -> None:
     """Migrate the database, register the search attributes, check the namespace and create
-    the outbox sweep schedule. Safe to run again: what is there is left as it is."""
+    the outbox sweep and customer data retention schedules. Safe to run again: what is there
+    is left as it is."""
     settings = settings_or_exit()
     retention = timedelta(days=retention_days) if create_namespace else None
     findings = asyncio.run(_setup(settings, create_with_retention=retention))
@@ -62,8 +63,9 @@ def setup(
 
 
 def check() -> None:
-    """Preflight: database at the migration head, Temporal and its namespace, search
-    attributes, providers for every route, notification channels. Exit 1 on any problem."""
+    """Preflight: database at the migration head, encryption and payload keys, Temporal and
+    its namespace (and its retention against the customer data rule), search attributes,
+    schedules, providers for every route, notification channels. Exit 1 on any problem."""
     settings = settings_or_exit()
     findings = asyncio.run(_check(settings))
     _report("refundflow check", findings)

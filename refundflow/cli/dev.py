@@ -260,8 +260,10 @@ class DevStack:
                 await asyncio.sleep(0.05)
             if serving.done():
                 # Taken between the check and the bind: uvicorn logged why and exited.
+                codec.should_exit = True
                 with contextlib.suppress(SystemExit):
                     await serving
+                    await decoding
                 raise ports_refusal([self.ports.uses()[0]])
             self._banner(self._new_admin_key)
             stop = asyncio.create_task(self._stop.wait())
