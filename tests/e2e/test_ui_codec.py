@@ -80,3 +80,6 @@ async def test_the_ui_decodes_with_the_codec_and_not_without(
     finally:
         await refused.close()
     assert stack.stop() == 0
+    # The UI's key travels in its codec endpoint, never in what the stack prints.
+    ui_key = (stack.data_dir / "ui-codec.key").read_text().strip()
+    assert ui_key.startswith("rf_") and ui_key not in stack.log.read_text()
