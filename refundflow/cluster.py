@@ -31,6 +31,7 @@ from refundflow.notify.config import NotifyConfig
 from refundflow.settings import Settings
 from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.outbox import SCHEDULE_ID
+from refundflow.workflows.retention import SCHEDULE_ID as RETENTION_SCHEDULE_ID
 
 
 class Outcome(StrEnum):
@@ -90,6 +91,17 @@ async def namespace_finding(client: Client, settings: Settings) -> Finding:
         raise
     retention = described.config.workflow_execution_retention_ttl.ToTimedelta()
     needed = retention_needed(settings)
+    customer_data = timedelta(days=settings.pii_retention_days)
+    if retention > customer_data:
+        # Closed runs keep their (encrypted) inputs for the namespace's retention: longer than
+        # the customer data rule, and the histories outlive what the database erased.
+        return Finding(
+            "namespace",
+            Outcome.WARNING,
+            f"{client.namespace} keeps closed runs {_days(retention)}, longer than"
+            f" REFUNDFLOW_PII_RETENTION_DAYS ({_days(customer_data)}): their encrypted customer"
+            " data outlives the rule; lower the namespace retention or raise the setting",
+        )
     if retention < needed:
         return Finding(
             "namespace",
@@ -154,6 +166,27 @@ async def search_attribute_findings(client: Client, *, register: bool) -> list[F
             else Finding(name, Outcome.PROBLEM, "missing: run `refundflow setup`")
         )
     return findings
+
+
+async def retention_schedule_finding(client: Client, settings: Settings) -> Finding:
+    try:
+        described = await client.get_schedule_handle(RETENTION_SCHEDULE_ID).describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return Finding(
+                "data retention",
+                Outcome.PROBLEM,
+                f"schedule {RETENTION_SCHEDULE_ID} missing: run setup",
+            )
+        raise
+    paused = described.schedule.state.paused
+    return Finding(
+        "data retention",
+        Outcome.WARNING if paused else Outcome.OK,
+        f"schedule {RETENTION_SCHEDULE_ID}"
+        + (" is paused: customer data is not erased" if paused else "")
+        + f"; erases {settings.pii_retention_days} days after a refund finishes",
+    )
 
 
 async def schedule_finding(client: Client) -> Finding:
@@ -228,6 +261,17 @@ def encryption_finding(settings: Settings) -> Finding:
         return Finding("encryption keys", Outcome.PROBLEM, exc.message)
     return Finding(
         "encryption keys", Outcome.OK, f"{len(keyring.keys)} key(s), sealing with {keyring.current}"
+    )
+
+
+def payload_key_finding(settings: Settings) -> Finding:
+    """The keys that encrypt payloads sent to Temporal: nothing connects without them."""
+    try:
+        keyring = settings.payload_keyring()
+    except KeyringError as exc:
+        return Finding("payload keys", Outcome.PROBLEM, exc.message)
+    return Finding(
+        "payload keys", Outcome.OK, f"{len(keyring.keys)} key(s), encrypting with {keyring.current}"
     )
 
 

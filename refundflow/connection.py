@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 
+from refundflow.payload_codec import encrypted_data_converter
 from refundflow.settings import Settings
 from refundflow.tracing import client_interceptors
 
@@ -57,12 +57,13 @@ def describe_target(settings: Settings) -> str:
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
-    """A client with the pydantic data converter every refundflow process uses; ``runtime``
-    carries a worker's metrics exporter."""
+    """A client with the data converter every refundflow process uses (pydantic, payloads
+    encrypted with the payload keys); ``runtime`` carries a worker's metrics exporter. Raises
+    :class:`refundflow.crypto.KeyringError` without usable payload keys: nothing reaches
+    Temporal in plaintext."""
+    converter = encrypted_data_converter(settings.payload_keyring())
     options = connect_options(settings)
     if runtime is not None:
         options["runtime"] = runtime
     options["interceptors"] = client_interceptors(settings)
-    return await Client.connect(
-        options.pop("target_host"), data_converter=pydantic_data_converter, **options
-    )
+    return await Client.connect(options.pop("target_host"), data_converter=converter, **options)

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -88,7 +87,8 @@ async def replay_runs(
 
     replayer = Replayer(
         workflows=list(workflows),
-        data_converter=pydantic_data_converter,
+        # The client's converter: its payload keys decrypt the histories it fetched.
+        data_converter=client.data_converter,
         workflow_runner=workflow_runner(),
         runtime=_quiet_runtime(),
     )

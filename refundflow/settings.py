@@ -14,6 +14,7 @@ from refundflow.crypto import Keyring, MissingKey, read_keyring_file
 from refundflow.domain.orders import PaymentMethod
 
 KEYRING_FILE = "encryption.keys"
+PAYLOAD_KEYRING_FILE = "payload.keys"
 
 
 class DevOnlySetting(Exception):
@@ -92,6 +93,21 @@ class Settings(BaseSettings):
     """The same keys in a file only its owner can read, one per line; by default
     ``<data_dir>/encryption.keys`` (which ``refundflow dev`` writes)."""
 
+    payload_keys: SecretStr | None = None
+    """The keys that encrypt every payload sent to Temporal (workflow inputs, results, memos,
+    summaries, failure messages): same format as ``encryption_keys``, but their own keys, never
+    those (docs/privacy.md). Every process that talks to Temporal needs them."""
+    payload_keys_file: Path | None = None
+    """The payload keys in a file only its owner can read; by default
+    ``<data_dir>/payload.keys`` (which ``refundflow dev`` writes)."""
+    pii_retention_days: int = Field(default=90, ge=1)
+    """Days after a refund finishes (completed, rejected, cancelled) before its customer's
+    contact details and bank account are erased from the refunds database; amounts and the
+    audit trail stay. The retention schedule runs daily (docs/privacy.md)."""
+    codec_ui_origin: str = "http://localhost:8233"
+    """The Temporal UI origin allowed to call ``refundflow codec-server`` from a browser (CORS);
+    no other origin is answered with CORS headers."""
+
     dev_business_day_seconds: int | None = Field(default=None, ge=1)
     """``refundflow dev`` only: a business day of arrival windows lasts this many seconds, so a
     delayed refund's notice comes within minutes. Every other process refuses it."""
@@ -151,6 +167,23 @@ class Settings(BaseSettings):
                 f"no encryption keys: set REFUNDFLOW_ENCRYPTION_KEYS or"
                 f" REFUNDFLOW_ENCRYPTION_KEYS_FILE (nothing at {path});"
                 " `refundflow secrets new-key` makes a key"
+            ) from None
+
+    def payload_keyring(self) -> Keyring:
+        """The payload keys, or :class:`MissingKey` saying where they were looked for. The
+        secrets' keys (``REFUNDFLOW_ENCRYPTION_KEYS``) are never used instead: a process that
+        may read histories need not be able to open the database's sealed values."""
+        if self.payload_keys is not None:
+            return Keyring.parse(
+                self.payload_keys.get_secret_value(), source="REFUNDFLOW_PAYLOAD_KEYS"
+            )
+        path = self.payload_keys_file or self.data_dir / PAYLOAD_KEYRING_FILE
+        try:
+            return read_keyring_file(path)
+        except MissingKey:
+            raise MissingKey(
+                f"no payload keys: set REFUNDFLOW_PAYLOAD_KEYS or REFUNDFLOW_PAYLOAD_KEYS_FILE"
+                f" (nothing at {path}); `refundflow secrets new-key` makes a key"
             ) from None
 
 

@@ -29,10 +29,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from refundflow.activities.decisions import all_decisions
 from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
+from refundflow.activities.retention import RetentionActivities
 from refundflow.connection import connect, describe_target
 from refundflow.crypto import Keyring, KeyringError
 from refundflow.db.engine import session_scope
-from refundflow.db.repository import reseal_webhook_secrets
+from refundflow.db.repository import reseal_personal, reseal_webhook_secrets
 from refundflow.deployment import deployment_config, watch_until_current
 from refundflow.logs import configure_logging
 from refundflow.notify.config import NotifyConfig
@@ -40,11 +41,15 @@ from refundflow.settings import DevOnlySetting, Settings, describe_invalid, get_
 from refundflow.tracing import configure_exporter, instrument
 from refundflow.workflows.outbox import SCHEDULE_ID, OutboxSweepWorkflow, ensure_outbox_schedule
 from refundflow.workflows.refund import RefundWorkflow
+from refundflow.workflows.retention import (
+    PersonalDataRetentionWorkflow,
+    ensure_retention_schedule,
+)
 
 log = logging.getLogger("refundflow.worker")
 
 # What a worker runs, and so what `refundflow replay` checks histories against.
-WORKFLOWS: Sequence[type] = (RefundWorkflow, OutboxSweepWorkflow)
+WORKFLOWS: Sequence[type] = (RefundWorkflow, OutboxSweepWorkflow, PersonalDataRetentionWorkflow)
 
 # Pure modules loaded once and shared by every workflow run instead of being re-imported into
 # each sandbox (measured: ~35x the time and ~7x the memory otherwise). The activity modules are
@@ -105,17 +110,26 @@ def build_worker(
     deployment: WorkerDeploymentConfig | None = None,
     tuning: WorkerTuning = WorkerTuning(),
     decisions: Sequence[Callable[..., Any]] | None = None,
+    retention: timedelta = timedelta(days=Settings.model_fields["pii_retention_days"].default),
 ) -> Worker:
     """``notify`` delivers the outbox; without it, only merchant webhooks (configured per
     merchant in the database) go out, which is what tests without mail servers want.
     ``deployment`` makes it a versioned worker (``refundflow.deployment.deployment_config``).
-    ``decisions`` replaces the decision activities (the dev stack's fast follow-up)."""
-    notify = notify or NotifyActivities.from_config(activities.engine, NotifyConfig())
+    ``decisions`` replaces the decision activities (the dev stack's fast follow-up).
+    ``retention`` is how long finished refunds keep their customer data."""
+    notify = notify or NotifyActivities.from_config(
+        activities.engine, NotifyConfig(), keyring=activities.keyring
+    )
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[*activities.all(), *notify.all(), *(decisions or all_decisions())],
+        activities=[
+            *activities.all(),
+            *notify.all(),
+            *(decisions or all_decisions()),
+            *RetentionActivities(activities.engine, retention=retention).all(),
+        ],
         # Database steps are plain functions: one thread each, whether they run as local or
         # remote activities, and a few spare for the decisions.
         activity_executor=ThreadPoolExecutor(
@@ -132,13 +146,17 @@ def build_worker(
 
 def open_keyring(settings: Settings, engine: Engine) -> Keyring:
     """The encryption keys (:class:`refundflow.crypto.KeyringError` without usable ones), with
-    every merchant webhook secret sealed under the current key: plaintext ones from before
-    secrets were sealed, and those of a key being rotated out."""
+    every merchant webhook secret and refund's customer data sealed under the current key:
+    plaintext ones from before they were sealed, and those of a key being rotated out."""
     keyring = settings.keyring()
     with session_scope(engine) as session:
         resealed = reseal_webhook_secrets(session, keyring=keyring)
     if resealed:
         log.info("sealed %d merchant webhook secret(s) with key %s", resealed, keyring.current)
+    with session_scope(engine) as session:
+        customers = reseal_personal(session, keyring=keyring)
+    if customers:
+        log.info("sealed the customer data of %d refund(s) with key %s", customers, keyring.current)
     return keyring
 
 
@@ -165,9 +183,12 @@ async def run(settings: Settings | None = None) -> None:
         notify=notify,
         deployment=deployment,
         tuning=WorkerTuning.from_settings(settings),
+        retention=timedelta(days=settings.pii_retention_days),
     )
     if await ensure_outbox_schedule(client, task_queue=settings.task_queue):
         log.info("created the outbox sweep schedule %s", SCHEDULE_ID)
+    if await ensure_retention_schedule(client, task_queue=settings.task_queue):
+        log.info("created the customer data retention schedule")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.workflows import search_attributes
 from refundflow.workflows.testing import register_search_attributes
+from tests.payload_keys import CONVERTER
 
 # CI machines are noisy: no per-example deadline, and a fixed example budget so runs are
 # comparable. `HYPOTHESIS_PROFILE=thorough` digs deeper locally.
@@ -27,7 +27,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     server = Path(sys.executable).parent / "temporal-test-server"
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(server), data_converter=pydantic_data_converter
+        test_server_existing_path=str(server), data_converter=CONVERTER
     )
     await register_search_attributes(environment.client)
     try:
@@ -43,7 +43,7 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     worker deployments)."""
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         search_attributes=search_attributes.ALL,
         ui=False,
     )

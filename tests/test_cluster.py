@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.cluster import Outcome, provider_finding
 from refundflow.crypto import new_key_entry
 from refundflow.settings import Settings
+from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
 
 BIN = Path(sys.executable).parent
 PROVIDERS: dict[str, dict[str, str]] = {
@@ -54,7 +54,7 @@ def refundflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 async def _server(*attributes: SearchAttributeKey[Any]) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         search_attributes=attributes,
         ui=False,
     )
@@ -67,6 +67,12 @@ async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path)
             "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
             "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
         }
+        # Nothing talks to Temporal without the payload keys (never the secrets' keys instead).
+        keyless = refundflow("check", env=base | {"REFUNDFLOW_ENCRYPTION_KEYS": PAYLOAD_KEYS})
+        assert keyless.returncode == 1
+        assert "no payload keys: set REFUNDFLOW_PAYLOAD_KEYS" in keyless.stdout
+        assert "RefundStatus" not in keyless.stdout  # it never connected
+        base["REFUNDFLOW_PAYLOAD_KEYS"] = PAYLOAD_KEYS
         bad = refundflow("check", env=base)
         assert bad.returncode == 1, bad.stdout + bad.stderr
         out = bad.stdout
@@ -91,6 +97,8 @@ async def test_check_names_each_problem_and_setup_makes_it_ready(tmp_path: Path)
         assert good.returncode == 0, good.stdout + good.stderr
         assert "ready" in good.stdout and "problem" not in good.stdout
         assert "refundflow-outbox-sweep" in good.stdout
+        assert "refundflow-pii-retention" in good.stdout
+        assert "encrypting with test-payload-1" in good.stdout
     finally:
         await env.shutdown()
 
@@ -103,6 +111,7 @@ async def test_setup_refuses_a_search_attribute_of_another_type(tmp_path: Path) 
             env={
                 "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
                 "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+                "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
             },
         )
         assert done.returncode == 1
@@ -124,6 +133,7 @@ def test_a_temporal_profile_file_is_used(tmp_path: Path) -> None:
         env={
             "TEMPORAL_CONFIG_FILE": str(config),
             "TEMPORAL_PROFILE": "prod",
+            "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
             "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
         },
     )
@@ -138,3 +148,25 @@ def test_check_names_the_settings_a_provider_lacks() -> None:
     assert "alipay: invalid settings (app_private_key, alipay_public_key)" in finding.detail
     assert "stripe: invalid settings (secret_key, webhook_secret)" in finding.detail
     assert provider_finding(Settings(providers=PROVIDERS)).outcome is Outcome.OK
+
+
+async def test_check_warns_when_closed_runs_outlive_the_customer_data_rule(tmp_path: Path) -> None:
+    """Histories keep their (encrypted) customer data for the namespace's retention: longer
+    than REFUNDFLOW_PII_RETENTION_DAYS, and they outlive what the database erased."""
+    env = await _server()
+    try:
+        base = {
+            "REFUNDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "REFUNDFLOW_TEMPORAL_NAMESPACE": "refunds-long",
+            "REFUNDFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'refundflow.db'}",
+            "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
+            "REFUNDFLOW_PII_RETENTION_DAYS": "60",
+        }
+        made = refundflow("setup", "--create-namespace", "--retention-days", "120", env=base)
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert "longer than REFUNDFLOW_PII_RETENTION_DAYS (60 days)" in made.stdout
+        assert "erased 60 days after a refund finishes" in made.stdout
+        fine = refundflow("setup", env=base | {"REFUNDFLOW_PII_RETENTION_DAYS": "120"})
+        assert "REFUNDFLOW_PII_RETENTION_DAYS" not in fine.stdout
+    finally:
+        await env.shutdown()

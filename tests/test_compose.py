@@ -109,3 +109,15 @@ def test_the_image_runs_refundflow_as_a_user_without_privileges() -> None:
     assert re.search(r"^USER (?!root)\S+", dockerfile, re.MULTILINE)
     assert 'ENTRYPOINT ["refundflow"]' in dockerfile
     assert (ROOT / ".dockerignore").exists()
+
+
+def test_the_codec_server_holds_payload_keys_only_and_the_ui_uses_it() -> None:
+    codec = SERVICES["codec-server"]
+    assert codec["command"][0] == "codec-server"
+    # What a process the UI talks to holds: never the database secrets' keys or providers.
+    assert set(codec["secrets"]) == {"refundflow_database_url", "refundflow_payload_keys"}
+    assert "REFUNDFLOW_CODEC_UI_ORIGIN" in codec["environment"]
+    assert "8234" in SERVICES["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+    for name in OURS - {"codec-server"}:
+        secrets = SERVICES[name].get("secrets") or COMPOSE["x-refundflow"]["secrets"]
+        assert "refundflow_payload_keys" in secrets, name

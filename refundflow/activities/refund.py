@@ -33,8 +33,10 @@ from refundflow.activities.contracts import (
     TransitionInput,
 )
 from refundflow.activities.payout_calls import ProviderCalls
+from refundflow.crypto import Keyring
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import AuditEventRow, RefundRow
+from refundflow.db.personal import personal_columns
 from refundflow.db.repository import (
     append_audit,
     count_recent_refunds,
@@ -68,16 +70,25 @@ from refundflow.settings import Settings
 
 
 class RefundActivities(ProviderCalls):
-    def __init__(self, engine: Engine, gateways: Mapping[PaymentMethod, Gateway]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        gateways: Mapping[PaymentMethod, Gateway],
+        *,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.engine = engine
         self.gateways = dict(gateways)
+        self.keyring = keyring
+        """Seals the customer's data in the refund's row; without it, such a refund fails."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RefundActivities:
         from refundflow.gateways.registry import build_gateways
 
+        keyring = settings.keyring()  # before anything: no keys, no worker
         engine = make_engine(settings.resolved_database_url)
-        return cls(engine, build_gateways(settings, engine))
+        return cls(engine, build_gateways(settings, engine), keyring=keyring)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -182,7 +193,7 @@ class RefundActivities(ProviderCalls):
         if inp.quote is None:
             with session_scope(self.engine) as session:
                 if get_refund(session, refund_id=inp.refund_id) is None:
-                    session.add(_unreserved_row(inp, status=inp.status))
+                    session.add(_unreserved_row(inp, status=inp.status, keyring=self.keyring))
             return ReserveResult(ok=True)
         try:
             with session_scope(self.engine) as session:
@@ -196,6 +207,7 @@ class RefundActivities(ProviderCalls):
                     policy_version=inp.policy_version,
                     status=inp.status,
                     at=inp.at,
+                    keyring=self.keyring,
                 )
         except OverRefund as exc:
             # Another refund of the order took the money first. Its id was given to a client,
@@ -203,7 +215,9 @@ class RefundActivities(ProviderCalls):
             # the code. A requote that no longer fits has its row already.
             with session_scope(self.engine) as session:
                 if get_refund(session, refund_id=inp.refund_id) is None:
-                    session.add(_unreserved_row(inp, status=RefundStatus.REJECTED))
+                    session.add(
+                        _unreserved_row(inp, status=RefundStatus.REJECTED, keyring=self.keyring)
+                    )
             return ReserveResult(ok=False, code=exc.code, message=exc.message)
         return ReserveResult(ok=True)
 
@@ -332,7 +346,9 @@ class RefundActivities(ProviderCalls):
                 )
 
 
-def _unreserved_row(inp: ReserveInput, *, status: RefundStatus) -> RefundRow:
+def _unreserved_row(
+    inp: ReserveInput, *, status: RefundStatus, keyring: Keyring | None
+) -> RefundRow:
     """The row of a refund that holds no money: rejected at review or at its reservation."""
     order, req = inp.order, inp.request
     return RefundRow(
@@ -348,10 +364,10 @@ def _unreserved_row(inp: ReserveInput, *, status: RefundStatus) -> RefundRow:
         policy_version=inp.policy_version,
         quote={},
         quote_fingerprint="",
-        request=req.model_dump(mode="json"),
         request_fingerprint=req.fingerprint(),
         created_at=inp.at,
         updated_at=inp.at,
+        **personal_columns(keyring, inp.refund_id, req.model_dump(mode="json")),
     )
 
 

@@ -15,8 +15,9 @@ from refundflow import tracing
 from refundflow.api import docs, errors, examples, metrics
 from refundflow.api.guard import RequestGuard
 from refundflow.api.problems import documented
-from refundflow.api.routers import admin, orders, refunds, webhooks
+from refundflow.api.routers import admin, orders, personal, refunds, webhooks
 from refundflow.connection import connect, describe_target
+from refundflow.crypto import Keyring
 from refundflow.db.engine import make_engine
 from refundflow.domain.orders import PaymentMethod
 from refundflow.gateways.base import Gateway
@@ -52,6 +53,7 @@ def create_app(
     *,
     engine: Engine | None = None,
     temporal: Client | None = None,
+    keyring: Keyring | None = None,
 ) -> FastAPI:
     """Build the app. Tests pass their own engine and Temporal client; otherwise both are made
     from settings once, in the lifespan, and reused by every request."""
@@ -61,12 +63,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         if own_engine:
+            # Fail closed: customer data is only ever revealed through these keys.
+            app.state.keyring = keyring or settings.keyring()
             app.state.engine = make_engine(settings.resolved_database_url)
             tracing.instrument(settings, engine=app.state.engine)
         use_gateways(app, build_gateways(settings, app.state.engine))
         app.state.temporal = temporal
         connecting = None
         if temporal is None:
+            settings.payload_keyring()  # fail closed: no plaintext payload ever leaves
             # Until Temporal answers, /readyz says so and routes that need it answer 503; the
             # API keeps trying instead of staying disconnected for the life of the process.
             connecting = asyncio.create_task(_connect_until_up(app, settings))
@@ -85,6 +90,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.keyring = keyring
     if engine is not None:  # tests wire their own parts; the lifespan makes the rest
         tracing.instrument(settings, engine=engine)
         app.state.engine = engine
@@ -97,7 +103,7 @@ def create_app(
     # Added last, so it wraps everything else: the body limit comes before any parsing, and
     # an error no handler answered still gets a problem and a request id.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_body_bytes)
-    for router in (orders.router, refunds.router, admin.router, webhooks.router):
+    for router in (orders.router, refunds.router, personal.router, admin.router, webhooks.router):
         app.include_router(router)
     docs.install(app)
 

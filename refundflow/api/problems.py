@@ -28,6 +28,7 @@ _CODES = [
     ProblemCode("self_approval", 403, "nobody approves a refund they requested"),
     ProblemCode("unknown_approver", 403, "the approver is not one of the merchant's"),
     ProblemCode("not_found", 404, "no such order, refund, merchant or provider for this key"),
+    ProblemCode("personal_data_absent", 404, "the refund has no such customer detail"),
     ProblemCode("method_not_allowed", 405, "the path does not take this method (see Allow)"),
     ProblemCode("over_refund", 409, "more would be refunded than was captured"),
     ProblemCode("quantity_exceeds_remaining", 409, "more units than are left to refund"),
@@ -44,6 +45,7 @@ _CODES = [
     ProblemCode("nothing_to_mark", 409, "no sent payout is waiting to settle"),
     ProblemCode("approval_conflict", 409, "the approval was recorded differently before"),
     ProblemCode("policy_version_exists", 409, "that policy version holds another document"),
+    ProblemCode("personal_data_erased", 410, "retention erased the refund's customer data"),
     ProblemCode("body_too_large", 413, "the request body is past the size limit"),
     ProblemCode("validation_error", 422, "the request does not match its schema"),
     ProblemCode("unknown_field", 422, "the body has a field the API does not take"),
@@ -64,6 +66,7 @@ _CODES = [
     ProblemCode("temporal_error", 502, "the workflow service refused the call"),
     ProblemCode("temporal_unavailable", 503, "the workflow service is unreachable; retry"),
     ProblemCode("database_busy", 503, "the database is busy; retry"),
+    ProblemCode("encryption_unavailable", 503, "the API has no encryption keys"),
     ProblemCode("not_ready", 503, "the database or the workflow service does not answer"),
     ProblemCode("update_timeout", 504, "the refund did not answer in time; read it first"),
 ]

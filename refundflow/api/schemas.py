@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from refundflow.api import examples
 from refundflow.api.examples import schema_examples
 from refundflow.db.models import RefundRow
+from refundflow.db.personal import mask_document
 from refundflow.domain.money import FxRate
 from refundflow.domain.orders import OrderSnapshotBody, RefundRequestBody
 from refundflow.domain.quote import Quote
@@ -131,7 +132,13 @@ class RefundPublic(_Out):
     quote_fingerprint: str | None = None
     """What an approver's decision names, so it can only approve the amount they saw."""
     live: dict[str, Any] | None = None
-    """The running workflow's own view (approvals, payouts, timeline), when it answers."""
+    """The running workflow's own view (approvals, payouts, timeline), when it answers; the
+    customer's details in it masked."""
+    customer: dict[str, str] | None = None
+    """The customer's email, phone, bank account number and holder, masked (``****8877``);
+    ops and admins reveal one with ``POST /v1/refunds/{id}/personal-data``."""
+    personal_data_erased_at: datetime | None = None
+    """When retention erased the customer's details (amounts and the audit trail stay)."""
 
     @classmethod
     def from_row(cls, row: RefundRow, live: RefundState | None = None) -> RefundPublic:
@@ -150,7 +157,9 @@ class RefundPublic(_Out):
             updated_at=row.updated_at,
             quote=quote,
             quote_fingerprint=quote.fingerprint() if quote else None,
-            live=live.model_dump(mode="json") if live else None,
+            live=mask_document(live.model_dump(mode="json")) if live else None,
+            customer=row.personal_masked or None,
+            personal_data_erased_at=row.personal_erased_at,
         )
 
 

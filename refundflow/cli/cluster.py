@@ -22,14 +22,18 @@ from refundflow.cluster import (
     encryption_finding,
     namespace_finding,
     notification_finding,
+    payload_key_finding,
     provider_finding,
+    retention_schedule_finding,
     schedule_finding,
     search_attribute_findings,
 )
 from refundflow.connection import ConnectionSettingsError, connect, describe_target
+from refundflow.crypto import KeyringError
 from refundflow.db.migrate import upgrade
 from refundflow.settings import Settings
 from refundflow.workflows.outbox import ensure_outbox_schedule
+from refundflow.workflows.retention import ensure_retention_schedule
 
 console = Console()
 _STYLE = {
@@ -50,7 +54,8 @@ def setup(
     ] = 30,
 ) -> None:
     """Migrate the database, register the search attributes, check the namespace and create
-    the outbox sweep schedule. Safe to run again: what is there is left as it is."""
+    the outbox sweep and customer data retention schedules. Safe to run again: what is there
+    is left as it is."""
     settings = settings_or_exit()
     retention = timedelta(days=retention_days) if create_namespace else None
     findings = asyncio.run(_setup(settings, create_with_retention=retention))
@@ -58,8 +63,9 @@ def setup(
 
 
 def check() -> None:
-    """Preflight: database at the migration head, Temporal and its namespace, search
-    attributes, providers for every route, notification channels. Exit 1 on any problem."""
+    """Preflight: database at the migration head, encryption and payload keys, Temporal and
+    its namespace (and its retention against the customer data rule), search attributes,
+    schedules, providers for every route, notification channels. Exit 1 on any problem."""
     settings = settings_or_exit()
     findings = asyncio.run(_check(settings))
     _report("refundflow check", findings)
@@ -85,6 +91,15 @@ async def _setup(settings: Settings, *, create_with_retention: timedelta | None)
     findings.append(
         Finding("outbox sweep", Outcome.CHANGED if created else Outcome.OK, "schedule ready")
     )
+    created = await ensure_retention_schedule(client, task_queue=settings.task_queue)
+    findings.append(
+        Finding(
+            "data retention",
+            Outcome.CHANGED if created else Outcome.OK,
+            f"schedule ready: customer data erased {settings.pii_retention_days} days after"
+            " a refund finishes",
+        )
+    )
     return findings
 
 
@@ -94,7 +109,10 @@ async def _check(settings: Settings) -> list[Finding]:
         provider_finding(settings),
         notification_finding(settings),
         encryption_finding(settings),
+        payload_key_finding(settings),
     ]
+    if findings[-1].failed:
+        return findings  # nothing reaches Temporal unencrypted
     client = await _client(settings, findings)
     if client is None:
         return findings
@@ -102,12 +120,16 @@ async def _check(settings: Settings) -> list[Finding]:
     if not findings[-1].failed:
         findings += await search_attribute_findings(client, register=False)
         findings.append(await schedule_finding(client))
+        findings.append(await retention_schedule_finding(client, settings))
     return findings
 
 
 async def _client(settings: Settings, findings: list[Finding]) -> Client | None:
     try:
         client = await connect(settings)
+    except KeyringError as exc:
+        findings.append(Finding("payload keys", Outcome.PROBLEM, exc.message))
+        return None
     except ConnectionSettingsError as exc:
         findings.append(Finding("temporal", Outcome.PROBLEM, str(exc)))
         return None

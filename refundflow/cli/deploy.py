@@ -51,9 +51,12 @@ def settings_or_exit() -> Settings:
 
 async def _connect(settings: Settings) -> Client:
     from refundflow.connection import ConnectionSettingsError, connect, describe_target
+    from refundflow.crypto import KeyringError
 
     try:
         return await connect(settings)
+    except KeyringError as exc:
+        die(exc.code, exc.message)
     except ConnectionSettingsError as exc:
         die("invalid_settings", str(exc))
     except RuntimeError as exc:  # the SDK reports an unreachable server this way

@@ -31,6 +31,7 @@ from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
 from refundflow.cli.dev_clock import fast_decisions
+from refundflow.cli.dev_codec import codec_server, ensure_ui_key, ui_codec_endpoint
 from refundflow.cli.dev_guards import (
     DevStackRefused,
     PortUse,
@@ -51,9 +52,10 @@ from refundflow.db.repository import create_api_key, get_merchant, upsert_mercha
 from refundflow.devstack.simulators.dev import DevProviders
 from refundflow.gateways.registry import build_gateways
 from refundflow.notify.config import NotifyConfig
-from refundflow.settings import KEYRING_FILE, Settings
+from refundflow.settings import KEYRING_FILE, PAYLOAD_KEYRING_FILE, Settings
 from refundflow.worker import build_worker, open_keyring
 from refundflow.workflows.outbox import ensure_outbox_schedule
+from refundflow.workflows.retention import ensure_retention_schedule
 from refundflow.workflows.search_attributes import dev_server_flags
 
 
@@ -64,6 +66,7 @@ class DevPorts:
     ui: int = 8233
     simulators: int = 8090
     smtp: int = 8025
+    codec: int = 8234
 
     def uses(self) -> list[PortUse]:
         """Every port the stack binds, with the option that changes it."""
@@ -73,6 +76,7 @@ class DevPorts:
             PortUse(self.ui, "--ui-port"),
             PortUse(self.simulators, "--sim-port"),
             PortUse(self.smtp, "--smtp-port"),
+            PortUse(self.codec, "--codec-port"),
         ]
 
 
@@ -146,6 +150,8 @@ class DevStack:
             # The data folder's own keys, whatever the shell exports.
             encryption_keys=None,
             encryption_keys_file=self.data_dir / KEYRING_FILE,
+            payload_keys=None,
+            payload_keys_file=self.data_dir / PAYLOAD_KEYRING_FILE,
             dev_business_day_seconds=int(business_day.total_seconds()) if business_day else None,
             notify={
                 "smtp_host": host,
@@ -154,6 +160,7 @@ class DevStack:
             },
         )
         self._stop = asyncio.Event()
+        self._new_admin_key = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,11 +180,15 @@ class DevStack:
             busy = busy_ports(self.host, self.ports.uses())
             if busy:
                 raise ports_refusal(busy)
-            if not (self.data_dir / KEYRING_FILE).exists():
-                create_keyring_file(self.data_dir / KEYRING_FILE, key_id="dev-1")
+            # Two keyrings: secrets in the database, and payloads sent to Temporal.
+            for name in (KEYRING_FILE, PAYLOAD_KEYRING_FILE):
+                if not (self.data_dir / name).exists():
+                    create_keyring_file(self.data_dir / name, key_id="dev-1")
             upgrade(self.settings.resolved_database_url)
             engine = make_engine(self.settings.resolved_database_url)
-            temporal = await self._start_temporal()
+            self._new_admin_key = ensure_admin_key(engine, self.data_dir, self.merchant)
+            ui_key = ensure_ui_key(engine, self.data_dir, self.merchant)
+            temporal = await self._start_temporal(ui_key)
             temporal_pid.record(temporal.pid)
             try:
                 await self._with_temporal(engine)
@@ -211,8 +222,8 @@ class DevStack:
     async def _serve(self, client: Client, engine: Engine, providers: DevProviders) -> None:
         settings = self.settings.model_copy(update={"providers": providers.configs})
         gateways = build_gateways(settings, engine)
-        activities = RefundActivities(engine, gateways)
         keyring = open_keyring(settings, engine)
+        activities = RefundActivities(engine, gateways, keyring=keyring)
         notify = NotifyActivities.from_config(
             engine, NotifyConfig(**settings.notify), keyring=keyring
         )
@@ -222,37 +233,50 @@ class DevStack:
             task_queue=settings.task_queue,
             notify=notify,
             decisions=fast_decisions(self.business_day) if self.business_day else None,
+            retention=timedelta(days=settings.pii_retention_days),
         )
-        app = create_app(settings, engine=engine, temporal=client)
+        app = create_app(settings, engine=engine, temporal=client, keyring=keyring)
         use_gateways(app, gateways)
         config = uvicorn.Config(
             app, host=self.host, port=self.ports.api, log_level="warning", lifespan="off"
         )
         api = uvicorn.Server(config)
-        new = ensure_admin_key(engine, self.data_dir, self.merchant)
+        codec = codec_server(
+            settings,
+            engine,
+            host=self.host,
+            port=self.ports.codec,
+            ui_origin=f"http://{self.host}:{self.ports.ui}",
+        )
         # Notices finished runs left behind: the cluster's schedule, every minute in dev.
         await ensure_outbox_schedule(
             client, task_queue=settings.task_queue, every=timedelta(minutes=1)
         )
+        await ensure_retention_schedule(client, task_queue=settings.task_queue)
         async with worker:
+            decoding = asyncio.create_task(codec.serve())
             serving = asyncio.create_task(api.serve())
             while not api.started and not serving.done():
                 await asyncio.sleep(0.05)
             if serving.done():
                 # Taken between the check and the bind: uvicorn logged why and exited.
+                codec.should_exit = True
                 with contextlib.suppress(SystemExit):
                     await serving
+                    await decoding
                 raise ports_refusal([self.ports.uses()[0]])
-            self._banner(new)
+            self._banner(self._new_admin_key)
             stop = asyncio.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
-            api.should_exit = True
+            api.should_exit = codec.should_exit = True
             await serving
+            with contextlib.suppress(SystemExit):
+                await decoding
             stop.cancel()
         await notify.aclose()
         self._say(f"stopped: the data stays in {self.data_dir}")
 
-    async def _start_temporal(self) -> asyncio.subprocess.Process:
+    async def _start_temporal(self, ui_key: str) -> asyncio.subprocess.Process:
         log = (self.data_dir / "temporal.log").open("ab")
         args = [
             *("server", "start-dev", "--ip", self.host),
@@ -260,6 +284,7 @@ class DevStack:
             *("--db-filename", str(self.data_dir / "temporal.db")),
             *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
             *("--log-level", "warn"),
+            *("--ui-codec-endpoint", ui_codec_endpoint(self.host, self.ports.codec, ui_key)),
             *dev_server_flags(),
         ]
         # Its own process group: Ctrl-C reaches us, and we stop it in order.
@@ -287,7 +312,8 @@ class DevStack:
         key_file = self.data_dir / ADMIN_KEY_FILE
         lines = [
             f"API           {api}  (OpenAPI: {api}/docs)",
-            f"Temporal UI   http://{self.host}:{self.ports.ui}",
+            f"Temporal UI   http://{self.host}:{self.ports.ui}"
+            f"  (payloads decrypted by http://{self.host}:{self.ports.codec})",
             f"Temporal      {self.settings.temporal_address}",
             f"Simulators    http://{self.host}:{self.ports.simulators}"
             " (Alipay, WeChat Pay, Stripe, PayPal, bank)",

@@ -185,6 +185,9 @@ def dev(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     sim_port: Annotated[int, typer.Option(help="Provider simulators port.")] = 8090,
     smtp_port: Annotated[int, typer.Option(help="Dev mail server port.")] = 8025,
+    codec_port: Annotated[
+        int, typer.Option(help="Codec server port (the Temporal UI decrypts through it).")
+    ] = 8234,
     merchant: Annotated[str, typer.Option(help="The merchant of the admin key.")] = "demo",
     business_day_seconds: Annotated[
         int | None,
@@ -202,7 +205,12 @@ def dev(
     from refundflow.cli.dev import DevPorts, run_dev
 
     ports = DevPorts(
-        api=api_port, temporal=temporal_port, ui=ui_port, simulators=sim_port, smtp=smtp_port
+        api=api_port,
+        temporal=temporal_port,
+        ui=ui_port,
+        simulators=sim_port,
+        smtp=smtp_port,
+        codec=codec_port,
     )
     business_day = timedelta(seconds=business_day_seconds) if business_day_seconds else None
     run_dev(data_dir, ports, host, merchant, business_day=business_day)
@@ -291,12 +299,57 @@ def api(
     import uvicorn
 
     from refundflow.api.app import create_app
+    from refundflow.crypto import KeyringError
     from refundflow.logs import configure_logging
 
     settings = _production_settings(log_format)
+    try:
+        settings.payload_keyring()  # every payload it sends to Temporal is encrypted
+        settings.keyring()  # customer data is revealed with these keys only
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
     configure_logging(settings.log_format, settings.log_level)
     # log_config=None: uvicorn's loggers go through the handler configured above.
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+@app.command("codec-server")
+def codec_server(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8234,
+    ui_origin: Annotated[
+        str | None,
+        typer.Option(help="The Temporal UI's origin (CORS); REFUNDFLOW_CODEC_UI_ORIGIN."),
+    ] = None,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Serve /decode and /encode for the Temporal UI: ops and admin API keys see decrypted
+    payloads, everyone else ciphertext. Needs the payload keys and the refunds database."""
+    import uvicorn
+
+    from refundflow.codec_server import create_codec_app
+    from refundflow.crypto import KeyringError
+    from refundflow.db.engine import make_engine
+    from refundflow.logs import configure_logging
+    from refundflow.payload_codec import EncryptionCodec
+
+    settings = deploy.settings_or_exit()
+    try:
+        codec = EncryptionCodec(settings.payload_keyring())
+    except KeyringError as exc:
+        raise _fail(DomainError(exc.message, code=exc.code)) from None
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            raise _fail(DomainError("--log-format is text or json", code="invalid_option"))
+        settings = settings.model_copy(update={"log_format": log_format})
+    configure_logging(settings.log_format, settings.log_level)
+    engine = make_engine(settings.resolved_database_url)
+    app_ = create_codec_app(codec, engine, ui_origin=ui_origin or settings.codec_ui_origin)
+    try:
+        # No access log: a dev-style endpoint carries a key in its path.
+        uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
+    finally:
+        engine.dispose()
 
 
 @policy_app.command("check")

@@ -227,6 +227,13 @@ class RefundRow(SQLModel, table=True):
     request_fingerprint: str = Field(sa_type=Text)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+    personal_sealed: str | None = Field(default=None, sa_type=Text)
+    """The customer's email, phone and bank account, sealed (:mod:`refundflow.db.personal`);
+    ``request`` keeps masks in their place."""
+    personal_masked: dict[str, Any] | None = Field(default=None, sa_type=JsonDoc)
+    """The same, masked (``****8877``): what API answers show."""
+    personal_erased_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    """When retention erased the customer's data (amounts and the audit trail stay)."""
 
 
 class RefundLineRow(SQLModel, table=True):

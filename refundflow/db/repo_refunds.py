@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, select, update
 
+from refundflow.crypto import Keyring
 from refundflow.db.guards import Violation, atomic, insert_once
 from refundflow.db.models import (
     ApprovalRow,
@@ -23,6 +24,7 @@ from refundflow.db.models import (
     ReservationRow,
     TenderBalanceRow,
 )
+from refundflow.db.personal import personal_columns
 from refundflow.db.types import utcnow
 from refundflow.domain.errors import (
     CurrencyMismatch,
@@ -49,8 +51,10 @@ def create_refund(
     policy_version: int,
     status: RefundStatus,
     at: datetime | None = None,
+    keyring: Keyring | None = None,
 ) -> RefundRow:
-    """Insert the refund and its lines and reserve each tender's share of ``quote``.
+    """Insert the refund and its lines and reserve each tender's share of ``quote``. The
+    customer's data in ``request`` is stored sealed with ``keyring`` (refused without one).
 
     Raises :class:`OverRefund` when a tender has less left than the quote takes from it;
     then nothing of the refund is written. Calling again with the same quote returns the
@@ -78,10 +82,10 @@ def create_refund(
         policy_version=policy_version,
         quote=quote.model_dump(mode="json"),
         quote_fingerprint=quote.fingerprint(),
-        request=request.model_dump(mode="json"),
         request_fingerprint=request.fingerprint(),
         created_at=now,
         updated_at=now,
+        **personal_columns(keyring, refund_id, request.model_dump(mode="json")),
     )
     with atomic(session, lambda v: _over_refund(session, row, wanted, v)):
         _check_against_stored_order(session, order.merchant_id, order.order_id, quote, wanted)

@@ -36,6 +36,14 @@ from refundflow.db.repo_messages import (
     webhook_event_recorded,
 )
 from refundflow.db.repo_orders import get_order, tender_balances, upsert_order
+from refundflow.db.repo_personal import (
+    PersonalDataAbsent,
+    PersonalDataErased,
+    erase_personal,
+    expired_personal,
+    reseal_personal,
+    reveal_personal,
+)
 from refundflow.db.repo_records import account_balance, append_audit, list_audit, post_ledger
 from refundflow.db.repo_refunds import (
     consume_reservation,
@@ -60,6 +68,8 @@ __all__ = [
     "ClaimOutcome",
     "IdempotencyClaim",
     "MerchantWebhook",
+    "PersonalDataAbsent",
+    "PersonalDataErased",
     "account_balance",
     "adjust_customer_balance",
     "append_audit",
@@ -72,6 +82,8 @@ __all__ = [
     "create_api_key",
     "create_refund",
     "enqueue_outbox",
+    "erase_personal",
+    "expired_personal",
     "get_merchant",
     "get_order",
     "get_payout",
@@ -93,8 +105,10 @@ __all__ = [
     "release_idempotency_key",
     "release_reservation",
     "requote_refund",
+    "reseal_personal",
     "reseal_webhook_secrets",
     "reservations",
+    "reveal_personal",
     "revoke_api_key",
     "save_policy",
     "set_merchant_webhook",

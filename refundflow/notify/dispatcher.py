@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from refundflow.crypto import Keyring, KeyringError, MissingKey
 from refundflow.db.engine import session_scope
 from refundflow.db.models import MerchantRow, OutboxRow, RefundRow
+from refundflow.db.personal import open_personal
 from refundflow.db.repository import (
     lease_outbox,
     list_outbox,
@@ -92,6 +93,10 @@ class _Recipient:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_refusal: DeliveryError | None = None
     """Why the merchant's webhook cannot be signed (its secret does not open)."""
+    customer_refusal: DeliveryError | None = None
+    """Why the customer's sealed contact cannot be read (no keys, or they do not open it)."""
+    customer_channels: tuple[str, ...] = ()
+    """The customer's channels known only by their masks when ``customer_refusal`` is set."""
 
 
 class NotificationDispatcher:
@@ -202,7 +207,13 @@ class NotificationDispatcher:
         event_id = _event_id(row)
         targets: list[tuple[Channel, Callable[[], Awaitable[str]]]] = []
         notice: Notice | None = None
-        if row.channel == "customer":
+        if row.channel == "customer" and to.customer_refusal is not None:
+            refuse = partial(_raise, to.customer_refusal)
+            if "email" in to.customer_channels and self.email is not None:
+                targets.append(("email", refuse))
+            if "sms" in to.customer_channels and self.sms is not None:
+                targets.append(("sms", refuse))
+        elif row.channel == "customer":
             try:
                 notice = render_notice(row.template, row.locale, row.payload)
             except (KeyError, ValueError) as exc:
@@ -227,6 +238,37 @@ class NotificationDispatcher:
         return targets
 
     # ------------------------------------------------------------------------ database
+    def _customer(self, refund: RefundRow) -> _Recipient:
+        """The customer's email and phone: sealed in the row (``refundflow.db.personal``),
+        or in its request when a worker from before sealing wrote it."""
+        contact = (refund.request or {}).get("contact") or {}
+        recipient = _Recipient(
+            merchant_id=refund.merchant_id,
+            order_id=refund.order_id,
+            email=contact.get("email"),
+            phone=contact.get("phone"),
+        )
+        if not refund.personal_sealed:
+            return recipient
+        try:
+            if self.keyring is None:
+                raise MissingKey("this worker has no encryption keys")
+            personal = open_personal(self.keyring, refund.refund_id, refund.personal_sealed)
+        except KeyringError as exc:
+            masks = refund.personal_masked or {}
+            return dataclasses.replace(
+                recipient,
+                customer_refusal=DeliveryError(
+                    f"customer contact: {exc.message}", retryable=False, code=exc.code
+                ),
+                customer_channels=tuple(
+                    ch for ch, key in (("email", "email"), ("sms", "phone")) if key in masks
+                ),
+            )
+        return dataclasses.replace(
+            recipient, email=personal.get("email"), phone=personal.get("phone")
+        )
+
     def _recipient(self, refund_id: str | None) -> _Recipient:
         if refund_id is None:
             return _Recipient()
@@ -234,13 +276,7 @@ class NotificationDispatcher:
             refund = session.get(RefundRow, refund_id)
             if refund is None:
                 return _Recipient()
-            contact = (refund.request or {}).get("contact") or {}
-            recipient = _Recipient(
-                merchant_id=refund.merchant_id,
-                order_id=refund.order_id,
-                email=contact.get("email"),
-                phone=contact.get("phone"),
-            )
+            recipient = self._customer(refund)
             merchant = session.get(MerchantRow, refund.merchant_id)
             if merchant is None or not merchant.webhook_url:
                 return recipient

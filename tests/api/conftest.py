@@ -33,6 +33,7 @@ from refundflow.settings import Settings
 from refundflow.worker import build_worker
 from refundflow.workflows.client import workflow_id
 from tests.db.conftest import db_url, postgres_problem  # noqa: F401  (fixtures)
+from tests.payload_keys import DB_KEYRING
 
 ROLES = ("client", "approver", "warehouse", "ops", "admin")
 
@@ -157,10 +158,12 @@ async def serve_api(
         tracing=tracing,
         strict_problem_codes=True,
     )
-    app = create_app(settings, engine=engine, temporal=temporal)
+    app = create_app(settings, engine=engine, temporal=temporal, keyring=DB_KEYRING)
     use_gateways(app, gateways)
     transport = httpx.ASGITransport(app=app)
-    worker = build_worker(temporal, RefundActivities(engine, gateways), task_queue=queue)
+    worker = build_worker(
+        temporal, RefundActivities(engine, gateways, keyring=DB_KEYRING), task_queue=queue
+    )
     async with worker, httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         try:
             yield Api(

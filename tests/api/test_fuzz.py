@@ -27,6 +27,7 @@ from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
 from refundflow.settings import Settings
 from tests.api.conftest import terminate_open_runs
+from tests.payload_keys import DB_KEYRING
 from tests.ports import free_port
 
 pytestmark = pytest.mark.fuzz
@@ -67,7 +68,7 @@ async def served(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Serv
         sandbox=True,  # routes without a provider pay through the simulator
     )
     # The app connects to Temporal in its own lifespan, on the server thread's event loop.
-    app = create_app(settings, engine=engine, temporal=None)
+    app = create_app(settings, engine=engine, temporal=None, keyring=DB_KEYRING)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

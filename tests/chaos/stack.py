@@ -28,7 +28,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Engine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from refundflow.crypto import new_key_entry
 from refundflow.db.engine import make_engine, session_scope
@@ -39,6 +38,7 @@ from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
 from refundflow.workflows.search_attributes import dev_server_flags
 from tests.chaos.processes import Processes
+from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
 from tests.ports import free_ports
 
 BIN = Path(sys.executable).parent
@@ -93,6 +93,7 @@ class ChaosStack:
             "REFUNDFLOW_TEMPORAL_ADDRESS": self.temporal_address,
             "REFUNDFLOW_PROVIDERS": json.dumps(self.providers),
             "REFUNDFLOW_ENCRYPTION_KEYS": self.encryption_keys,
+            "REFUNDFLOW_PAYLOAD_KEYS": PAYLOAD_KEYS,
         }
         if not self.production:
             return {**os.environ, "PYTHONUNBUFFERED": "1", **ours}
@@ -228,9 +229,7 @@ class ChaosStack:
     async def client(self) -> Client:
         if self._client is None:
             self._client = await Client.connect(
-                self.temporal_address,
-                namespace=self.namespace,
-                data_converter=pydantic_data_converter,
+                self.temporal_address, namespace=self.namespace, data_converter=CONVERTER
             )
         return self._client
 

@@ -25,9 +25,9 @@ BIN = Path(sys.executable).parent
 class Stack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.api_port, self.temporal_port, self.ui_port, self.sim_port, self.smtp_port = free_ports(
-            5
-        )
+        ports = free_ports(6)
+        self.api_port, self.temporal_port, self.ui_port, self.sim_port, self.smtp_port = ports[:5]
+        self.codec_port = ports[5]
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "dev.log"
         self.extra_args: list[str] = []
@@ -55,7 +55,7 @@ class Stack:
             *(str(BIN / "refundflow"), "dev", "--data-dir", str(self.data_dir)),
             *("--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port)),
             *("--ui-port", str(self.ui_port), "--sim-port", str(self.sim_port)),
-            *("--smtp-port", str(self.smtp_port)),
+            *("--smtp-port", str(self.smtp_port), "--codec-port", str(self.codec_port)),
             *self.extra_args,
         ]
 
@@ -75,7 +75,9 @@ class Stack:
                 self.process.kill()
 
     def cli(self, *args: str) -> str:
-        env = {**os.environ, "REFUNDFLOW_DATA_DIR": str(self.data_dir)}
+        # The data folder's keys, not the test session's.
+        env = {k: v for k, v in os.environ.items() if k != "REFUNDFLOW_PAYLOAD_KEYS"}
+        env["REFUNDFLOW_DATA_DIR"] = str(self.data_dir)
         done = subprocess.run(
             [str(BIN / "refundflow"), *args], env=env, capture_output=True, text=True, timeout=60
         )

@@ -21,18 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from refundflow.crypto import Keyring, new_key_entry
 from refundflow.devstack.sms_simulator import ThreadServer, TwilioSimulator
 from refundflow.notify.email import EmailSender
 from refundflow.notify.merchant_webhook import InvalidSignature, verify_merchant_signature
 from refundflow.notify.sms import TwilioSms
 from tests.db.conftest import db_url, engine, postgres_problem  # noqa: F401  (fixtures)
+from tests.payload_keys import DB_KEYRING
 from tests.ports import free_port
 
 UNKNOWN_MAILBOX = "nobody@shop.example"
 WEBHOOK_SECRET = "rfwh_test-secret"
 # Seals merchants' webhook secrets in the test databases.
-KEYRING = Keyring.parse(new_key_entry("test-1"), source="tests")
+KEYRING = DB_KEYRING  # the one the tests' workers hold: a row sealed here opens there
 
 
 @dataclass

@@ -14,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from refundflow.activities.contracts import DeliverInput, DeliverResult, SweepInput
 from refundflow.activities.notify import NotifyActivities
+from refundflow.crypto import Keyring, new_key_entry
 from refundflow.db.engine import session_scope
 from refundflow.db.models import OutboxRow
 from refundflow.db.repository import (
@@ -68,6 +69,7 @@ def seed(engine: Engine, *, webhook: str | None, phone: str = PHONE, locale: str
             requested_by="desk-1",
             policy_version=1,
             status=RefundStatus.PAYING,
+            keyring=KEYRING,
         )
         base = {"refund_id": refund_id, "order_id": snap.order_id}
         enqueue_outbox(
@@ -297,3 +299,21 @@ async def test_the_sweep_delivers_what_no_run_is_left_to_send(
     assert (result.sent, result.failed) == (2, 0)
     assert [r.status for r in rows(engine, refund_id)] == ["sent", "sent"]
     assert len(smtp.mailbox.received) == 1
+
+
+async def test_a_customer_contact_that_does_not_open_is_refused_for_good(
+    engine: Engine, smtp: SmtpServer, sms: TwilioSms
+) -> None:
+    """Sealed with keys this worker lacks: no retry would open it, so the customer's channels
+    are refused at once, and nothing is sent to a guessed address."""
+    refund_id = seed(engine, webhook=None)
+    stranger = Keyring.parse(new_key_entry("test-1"), source="another worker's keys")
+    dispatcher = NotificationDispatcher(
+        engine, email=smtp.sender(), sms=sms, keyring=stranger, max_attempts=3
+    )
+    report = await dispatcher.deliver_refund(refund_id)
+    assert report.pending == 0 and report.failed >= 1
+    customer = rows(engine, refund_id)[0]
+    assert customer.status == "failed" and set(customer.deliveries) == {"email", "sms"}
+    assert "customer contact" in customer.last_error
+    assert smtp.mailbox.received == []

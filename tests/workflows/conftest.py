@@ -48,6 +48,7 @@ from refundflow.notify.config import NotifyConfig
 from refundflow.worker import build_worker
 from refundflow.workflows.client import start_refund
 from refundflow.workflows.refund import RefundWorkflow
+from tests.payload_keys import CODEC, DB_KEYRING, decrypted
 
 MERCHANT = "shop-1"
 APPROVERS = ("alice", "bob", "carol")
@@ -170,7 +171,9 @@ class Stack:
             path = folder / f"{handle.id}.json"
             if path.exists():
                 continue
-            history = await handle.fetch_history()
+            # Decrypted: the session's payload keys are gone after it, and the replayer reads
+            # unencrypted payloads as they are.
+            history = decrypted(await handle.fetch_history(), CODEC)
             last = history.events[-1]
             if last.HasField("workflow_execution_completed_event_attributes"):
                 path.write_text(history.to_json())
@@ -289,9 +292,9 @@ async def open_stack(
     gateways: dict[PaymentMethod, Any] = {m: sandbox for m in PaymentMethod}
     gateways[PaymentMethod.BALANCE] = BalanceGateway(engine)
     gateways.update(routes or {})
-    activities = RefundActivities(engine, gateways)
+    activities = RefundActivities(engine, gateways, keyring=DB_KEYRING)
     task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
-    notices = NotifyActivities.from_config(engine, notify or NotifyConfig())
+    notices = NotifyActivities.from_config(engine, notify or NotifyConfig(), keyring=DB_KEYRING)
     async with build_worker(
         env.client, activities, task_queue=task_queue, notify=notices, deployment=deployment
     ):

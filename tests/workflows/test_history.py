@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from refundflow.activities import refund as activities_refund
@@ -23,6 +22,7 @@ from refundflow.worker import workflow_runner
 from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
 from tests.conftest import dev_server
+from tests.payload_keys import CONVERTER
 from tests.workflows.conftest import MERCHANT, Stack, open_stack
 from tests.workflows.test_refund_paths import decide, wait_status
 
@@ -37,7 +37,7 @@ async def test_recorded_histories_replay_deterministically() -> None:
     assert len(files) >= 5, "record histories with REFUNDFLOW_RECORD_HISTORIES=1"
     replayer = Replayer(
         workflows=[RefundWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         workflow_runner=workflow_runner(),
     )
     for path in files:
@@ -78,7 +78,7 @@ async def test_a_changed_rule_changes_new_runs_and_replays_old_ones(
 
     replayer = Replayer(
         workflows=[RefundWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         workflow_runner=workflow_runner(),
     )
     await replayer.replay_workflow(history)  # raises on any non-determinism

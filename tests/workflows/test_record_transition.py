@@ -15,6 +15,7 @@ from refundflow.db.repository import create_refund, get_refund, upsert_merchant,
 from refundflow.domain.states import RefundStatus, Stage
 from tests.db.builders import MERCHANT, order, quote, request
 from tests.db.conftest import db_url, engine, postgres_problem  # noqa: F401  (fixtures)
+from tests.payload_keys import DB_KEYRING
 
 
 def test_an_earlier_entry_written_late_does_not_undo_a_later_status(engine: Engine) -> None:  # noqa: F811
@@ -33,7 +34,7 @@ def test_an_earlier_entry_written_late_does_not_undo_a_later_status(engine: Engi
             policy_version=1,
             status=RefundStatus.AWAITING_APPROVAL,
         )
-    activities = RefundActivities(engine, {})
+    activities = RefundActivities(engine, {}, keyring=DB_KEYRING)
     now = datetime.now(UTC)
 
     def entry(seq: int, kind: str, status: RefundStatus) -> TransitionInput:
