@@ -10,16 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-)
+from temporalio.client import Client
+
+from refundflow.workflows.schedules import ensure_interval_schedule
 
 with workflow.unsafe.imports_passed_through():
     from refundflow.activities.contracts import SweepInput, SweepResult
@@ -44,21 +37,12 @@ class OutboxSweepWorkflow:
 async def ensure_outbox_schedule(
     client: Client, *, task_queue: str, every: timedelta = SWEEP_EVERY
 ) -> bool:
-    """Create the sweep's schedule unless it exists; ``True`` when created. An existing one is
-    left as ops may have set it (paused, another interval)."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            OutboxSweepWorkflow.run,
-            SweepInput(),
-            id=f"{SCHEDULE_ID}-run",
-            task_queue=task_queue,
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        # A sweep still running when the next is due makes the next one pointless.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    """Create the sweep schedule unless it exists; ``True`` when created."""
+    return await ensure_interval_schedule(
+        client,
+        schedule_id=SCHEDULE_ID,
+        run=OutboxSweepWorkflow.run,
+        arg=SweepInput(),
+        task_queue=task_queue,
+        every=every,
     )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        return False
-    return True

@@ -11,16 +11,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-)
+from temporalio.client import Client
+
+from refundflow.workflows.schedules import ensure_interval_schedule
 
 with workflow.unsafe.imports_passed_through():
     from refundflow.activities.retention import (
@@ -49,20 +42,12 @@ class PersonalDataRetentionWorkflow:
 async def ensure_retention_schedule(
     client: Client, *, task_queue: str, every: timedelta = RETENTION_EVERY
 ) -> bool:
-    """Create the retention schedule unless it exists; ``True`` when created. An existing one
-    is left as ops may have set it."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            PersonalDataRetentionWorkflow.run,
-            RetentionInput(),
-            id=f"{SCHEDULE_ID}-run",
-            task_queue=task_queue,
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    """Create the retention schedule unless it exists; ``True`` when created."""
+    return await ensure_interval_schedule(
+        client,
+        schedule_id=SCHEDULE_ID,
+        run=PersonalDataRetentionWorkflow.run,
+        arg=RetentionInput(),
+        task_queue=task_queue,
+        every=every,
     )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        return False
-    return True
