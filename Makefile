@@ -29,10 +29,12 @@ pytest: $(STAMP) browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium through Playwright (Playwright's own browser download is
-# not reachable from CI). Installed here when missing; needs root, as CI has.
+# not reachable from CI). Installed here when missing; needs root, as CI has. A CJK font too, so
+# the console's zh-CN screenshots show Chinese, not empty boxes.
 CHROMIUM ?= /usr/bin/chromium
 browser:
 	test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	fc-list :lang=zh | grep -q . || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-wqy-microhei)
 
 test: lint typecheck pytest
 

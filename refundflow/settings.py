@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     codec_ui_origin: str = "http://localhost:8233"
     """The Temporal UI origin allowed to call ``refundflow codec-server`` from a browser (CORS);
     no other origin is answered with CORS headers."""
+    temporal_ui_url: str | None = None
+    """The Temporal UI's base URL (e.g. ``https://temporal.example.com``): the console links every
+    refund to its run there. Unset, the console shows the workflow id without a link."""
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
+    """How long a console sign-in lasts (the session cookie is sealed with the encryption
+    keys, so the console needs them: without, it refuses every sign-in)."""
 
     dev_business_day_seconds: int | None = Field(default=None, ge=1)
     """``refundflow dev`` only: a business day of arrival windows lasts this many seconds, so a

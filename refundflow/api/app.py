@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from temporalio.client import Client
 
 from refundflow import tracing
-from refundflow.api import docs, errors, examples, metrics
+from refundflow.api import console, docs, errors, examples, metrics
 from refundflow.api.guard import RequestGuard
 from refundflow.api.problems import documented
 from refundflow.api.routers import admin, orders, personal, refunds, webhooks
@@ -63,7 +63,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         if own_engine:
-            # Fail closed: customer data is only ever revealed through these keys.
+            # Fail closed: customer data is only ever revealed through these keys, and the
+            # console seals its sessions with them.
             app.state.keyring = keyring or settings.keyring()
             app.state.engine = make_engine(settings.resolved_database_url)
             tracing.instrument(settings, engine=app.state.engine)
@@ -106,6 +107,7 @@ def create_app(
     for router in (orders.router, refunds.router, personal.router, admin.router, webhooks.router):
         app.include_router(router)
     docs.install(app)
+    console.install(app)
 
     @app.get("/healthz", tags=["health"], responses=documented(answer=(200, examples.HEALTH)))
     def healthz() -> dict[str, str]:

@@ -152,6 +152,8 @@ class DevStack:
             encryption_keys_file=self.data_dir / KEYRING_FILE,
             payload_keys=None,
             payload_keys_file=self.data_dir / PAYLOAD_KEYRING_FILE,
+            # The console links each refund to its run in this stack's Temporal UI.
+            temporal_ui_url=f"http://{host}:{ports.ui}",
             dev_business_day_seconds=int(business_day.total_seconds()) if business_day else None,
             notify={
                 "smtp_host": host,
@@ -314,6 +316,8 @@ class DevStack:
             f"API           {api}  (OpenAPI: {api}/docs)",
             f"Temporal UI   http://{self.host}:{self.ports.ui}"
             f"  (payloads decrypted by http://{self.host}:{self.ports.codec})",
+            f"Console       {api}/console  (sign in with an API key, e.g. the admin key below)",
+            f"Temporal UI   http://{self.host}:{self.ports.ui}",
             f"Temporal      {self.settings.temporal_address}",
             f"Simulators    http://{self.host}:{self.ports.simulators}"
             " (Alipay, WeChat Pay, Stripe, PayPal, bank)",

@@ -305,7 +305,8 @@ def api(
     settings = _production_settings(log_format)
     try:
         settings.payload_keyring()  # every payload it sends to Temporal is encrypted
-        settings.keyring()  # customer data is revealed with these keys only
+        # Customer data is revealed, and console sessions sealed, with these keys only.
+        settings.keyring()
     except KeyringError as exc:
         raise _fail(DomainError(exc.message, code=exc.code)) from None
     configure_logging(settings.log_format, settings.log_level)

@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
+from refundflow.crypto import Keyring
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.models import IdempotencyKeyRow
 from refundflow.db.repository import create_api_key, upsert_merchant
@@ -126,9 +127,11 @@ async def serve_api(
     *,
     temporal: Client | None = None,
     tracing: bool = False,
+    keyring: Keyring | None = DB_KEYRING,
 ) -> AsyncIterator[Api]:
     """The app, a worker with the real activities and an HTTP client, on ``env``'s server
-    (through ``temporal``, a client of that server, when given)."""
+    (through ``temporal``, a client of that server, when given). ``keyring=None``: an app
+    without encryption keys of its own (it looks for them where settings say)."""
     temporal = temporal or env.client
     engine = make_engine(database_url)
     keys: dict[str, str] = {}
@@ -158,7 +161,7 @@ async def serve_api(
         tracing=tracing,
         strict_problem_codes=True,
     )
-    app = create_app(settings, engine=engine, temporal=temporal, keyring=DB_KEYRING)
+    app = create_app(settings, engine=engine, temporal=temporal, keyring=keyring)
     use_gateways(app, gateways)
     transport = httpx.ASGITransport(app=app)
     worker = build_worker(

@@ -29,6 +29,16 @@ def _wait_status(http: httpx.Client, refund_id: str, wanted: str, seconds: float
     raise AssertionError(f"{refund_id} stayed {status}, never {wanted}")
 
 
+def _console_links_the_run(stack: Stack, key: str, refund_id: str) -> bool:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as browser:
+        form = browser.get("/console/sign-in").text
+        csrf = form.split('name="csrf" value="')[1].split('"')[0]
+        signed = browser.post("/console/sign-in", data={"csrf": csrf, "api_key": key})
+        assert signed.status_code == 303, signed.text
+        page = browser.get(f"/console/refunds/{refund_id}").text
+    return f"/namespaces/default/workflows/refund-{refund_id}" in page
+
+
 def _wait_settled(http: httpx.Client, refund_id: str, seconds: float = 30) -> list[Any]:
     deadline = time.monotonic() + seconds
     while True:
@@ -103,6 +113,9 @@ def test_dev_stack_from_first_start_to_a_completed_refund_and_back(stack: Stack)
         assert_private(stack.data_dir)
         assert admin not in stack.log.read_text()
         assert f"Admin key     {stack.data_dir / 'admin.key'}" in stack.log.read_text()
+        # The console is where the banner says, and links runs to the stack's Temporal UI.
+        assert f"Console       {stack.api_url}/console" in stack.log.read_text()
+        assert _console_links_the_run(stack, admin, refund_id)
         waiting = _start_refund(http, "smoke-2", "wechat", 99900)
         _wait_status(http, waiting, "AWAITING_APPROVAL")
 

@@ -10,14 +10,15 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
-from sqlmodel import col, select
+from sqlmodel import col
 
 from refundflow.api import examples
 from refundflow.api.deps import Principal, ReadSessionDep, SessionDep, require
 from refundflow.api.errors import ApiError
 from refundflow.api.problems import AUTH, BODY, documented
+from refundflow.api.refund_messages import DECIDERS, REPORT_READERS, awaiting_decision
 from refundflow.api.schemas import RefundPublic
-from refundflow.db.models import ApprovalRow, RefundRow
+from refundflow.db.models import RefundRow
 from refundflow.db.repository import latest_policy, save_policy
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
 
@@ -30,21 +31,10 @@ router = APIRouter(tags=["approvals", "policies", "reports"])
     responses=documented(*AUTH, answer=(200, [examples.REFUND_PUBLIC])),
 )
 def approval_inbox(
-    session: ReadSessionDep, principal: Annotated[Principal, Depends(require("approver"))]
+    session: ReadSessionDep, principal: Annotated[Principal, Depends(require(*DECIDERS))]
 ) -> list[RefundPublic]:
     """Refunds waiting for the caller's decision: not their own, not yet decided by them."""
-    decided = select(ApprovalRow.refund_id).where(ApprovalRow.approver_id == principal.name)
-    stmt = (
-        select(RefundRow)
-        .where(
-            RefundRow.merchant_id == principal.merchant_id,
-            RefundRow.status == "AWAITING_APPROVAL",
-            RefundRow.requested_by != principal.name,
-            col(RefundRow.refund_id).not_in(decided),
-        )
-        .order_by(col(RefundRow.created_at))
-    )
-    return [RefundPublic.from_row(r) for r in session.exec(stmt).all()]
+    return [RefundPublic.from_row(r) for r in awaiting_decision(session, principal)]
 
 
 def _own(principal: Principal, merchant_id: str) -> None:
@@ -104,7 +94,7 @@ def put_policy(
 )
 def report(
     session: ReadSessionDep,
-    principal: Annotated[Principal, Depends(require("ops", "approver"))],
+    principal: Annotated[Principal, Depends(require(*REPORT_READERS))],
     format: str = "json",
 ) -> Any:
     """Counts and amounts by status, currency and reason (``?format=csv`` for a sheet)."""

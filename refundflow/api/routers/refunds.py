@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from refundflow.api import examples
+from refundflow.api import examples, refund_messages
 from refundflow.api import schemas as api
 from refundflow.api.deps import (
     EngineDep,
@@ -24,6 +24,15 @@ from refundflow.api.deps import (
 )
 from refundflow.api.errors import ApiError
 from refundflow.api.problems import AUTH, BODY, MESSAGE, QUOTE, REQUEST_INPUT, TEMPORAL, documented
+from refundflow.api.refund_messages import (
+    CANCELLERS,
+    DECIDERS,
+    INSPECTORS,
+    READERS,
+    REPAIRERS,
+    SUPPLIER_ANSWERERS,
+    own_refund,
+)
 from refundflow.api.refund_start import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     RefundStart,
@@ -34,12 +43,8 @@ from refundflow.api.refund_start import (
 from refundflow.db.models import RefundRow
 from refundflow.domain.quote import Quote
 from refundflow.domain.states import (
-    ApprovalDecision,
-    CancelRequest,
     CustomerConfirmation,
-    OpsAction,
     ReceiptReport,
-    ReturnInspection,
     SupplierResponse,
 )
 from refundflow.workflows.refund import RefundWorkflow
@@ -47,7 +52,7 @@ from refundflow.workflows.refund import RefundWorkflow
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 
 Client_ = Annotated[Principal, Depends(require("client"))]
-Reader = Annotated[Principal, Depends(require("client", "approver", "warehouse", "ops"))]
+Reader = Annotated[Principal, Depends(require(*READERS))]
 
 
 @router.post(
@@ -110,13 +115,6 @@ async def create_refund(
     return JSONResponse(answer, status_code=202)
 
 
-def _row(session: Session, principal: Principal, refund_id: str) -> RefundRow:
-    row = session.get(RefundRow, refund_id)
-    if row is None or row.merchant_id != principal.merchant_id:
-        raise ApiError(404, "not_found", f"no refund {refund_id}")
-    return row
-
-
 @router.get(
     "/{refund_id}",
     response_model=api.RefundPublic,
@@ -127,7 +125,7 @@ async def get_refund(
 ) -> api.RefundPublic:
     """One refund: the stored row, and the run's view when it gives one in time (a finished
     refund's is its last)."""
-    row = _row(session, principal, refund_id)
+    row = own_refund(session, principal, refund_id)
     return api.RefundPublic.from_row(row, await runs.view(refund_id, stored_status=row.status))
 
 
@@ -201,13 +199,11 @@ async def decide(
     refund_id: str,
     body: api.DecisionIn,
     session: ReadSessionDep,
-    principal: Annotated[Principal, Depends(require("approver"))],
+    principal: Annotated[Principal, Depends(require(*DECIDERS))],
     runs: RunsDep,
 ) -> api.MessageOut:
     """Approve or reject. The approver is the API key's owner; the answer is the workflow's."""
-    _row(session, principal, refund_id)
-    msg = ApprovalDecision(approver_id=principal.name, **body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.decide, msg, actor=principal.name)
+    return await refund_messages.decide(session, runs, principal, refund_id, body)
 
 
 @router.post(
@@ -221,13 +217,12 @@ async def supplier_response(
     refund_id: str,
     body: api.SupplierResponseIn,
     session: ReadSessionDep,
-    principal: Annotated[Principal, Depends(require("warehouse", "ops"))],
+    principal: Annotated[Principal, Depends(require(*SUPPLIER_ANSWERERS))],
     runs: RunsDep,
 ) -> api.MessageOut:
     """The supplier's answer on cancelling a presale order in production."""
-    _row(session, principal, refund_id)
     msg = SupplierResponse(**body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.supplier_response, msg, actor=principal.name)
+    return await refund_messages.answer_for_supplier(session, runs, principal, refund_id, msg)
 
 
 @router.post(
@@ -241,13 +236,11 @@ async def return_inspection(
     refund_id: str,
     body: api.ReturnInspectionIn,
     session: ReadSessionDep,
-    principal: Annotated[Principal, Depends(require("warehouse"))],
+    principal: Annotated[Principal, Depends(require(*INSPECTORS))],
     runs: RunsDep,
 ) -> api.MessageOut:
     """The warehouse received the goods; a deduction sends the refund back for approval."""
-    _row(session, principal, refund_id)
-    msg = ReturnInspection(inspector_id=principal.name, **body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.return_inspection, msg, actor=principal.name)
+    return await refund_messages.inspect_return(session, runs, principal, refund_id, body)
 
 
 @router.post(
@@ -263,7 +256,7 @@ async def customer_confirmation(
     runs: RunsDep,
 ) -> api.MessageOut:
     """The customer confirms (or declines) the amount of a large refund."""
-    _row(session, principal, refund_id)
+    own_refund(session, principal, refund_id)
     msg = CustomerConfirmation(**body.model_dump())
     return await runs.update(
         refund_id, RefundWorkflow.customer_confirmation, msg, actor=principal.name
@@ -283,7 +276,7 @@ async def receipt(
     runs: RunsDep,
 ) -> api.MessageOut:
     """The customer says the money arrived, or has not."""
-    _row(session, principal, refund_id)
+    own_refund(session, principal, refund_id)
     msg = ReceiptReport(**body.model_dump())
     return await runs.update(refund_id, RefundWorkflow.receipt, msg, actor=principal.name)
 
@@ -297,13 +290,11 @@ async def cancel(
     refund_id: str,
     body: api.CancelIn,
     session: ReadSessionDep,
-    principal: Annotated[Principal, Depends(require("client", "ops"))],
+    principal: Annotated[Principal, Depends(require(*CANCELLERS))],
     runs: RunsDep,
 ) -> api.MessageOut:
     """Cancel before any payout; releases the reserved amount."""
-    _row(session, principal, refund_id)
-    msg = CancelRequest(requested_by=principal.name, reason=body.reason)
-    return await runs.update(refund_id, RefundWorkflow.cancel_refund, msg, actor=principal.name)
+    return await refund_messages.cancel(session, runs, principal, refund_id, body)
 
 
 @router.post(
@@ -324,10 +315,8 @@ async def ops_action(
     refund_id: str,
     body: api.OpsActionIn,
     session: ReadSessionDep,
-    principal: Annotated[Principal, Depends(require("ops"))],
+    principal: Annotated[Principal, Depends(require(*REPAIRERS))],
     runs: RunsDep,
 ) -> api.MessageOut:
     """Resolve NEEDS_ATTENTION: retry_payout, switch_destination, mark_settled, cancel, resume."""
-    _row(session, principal, refund_id)
-    msg = OpsAction(actor=principal.name, **body.model_dump())
-    return await runs.update(refund_id, RefundWorkflow.ops_action, msg, actor=principal.name)
+    return await refund_messages.repair(session, runs, principal, refund_id, body)
