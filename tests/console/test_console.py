@@ -468,7 +468,8 @@ def test_the_console_writes_nothing_itself() -> None:
             assert needle not in source, (module.name, needle)
     sends = (package / "pages.py").read_text() + (package / "ops_pages.py").read_text()
     for message in ("decide", "repair", "cancel", "inspect_return", "answer_for_supplier"):
-        assert f"refund_messages.{message}(" in sends
+        # Called, or handed to the one form handler that calls it.
+        assert re.search(rf"refund_messages\.{message}[(,]", sends), message
 
 
 async def test_a_second_approval_by_the_same_person_is_refused_in_words(console: Api) -> None:

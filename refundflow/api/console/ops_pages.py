@@ -3,20 +3,24 @@ confirmation), the warehouse and supplier answers, and the reports with their CS
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from sqlmodel import Session
 
 from refundflow.api import refund_messages
 from refundflow.api.console import charts, queries, refund_view, reports
-from refundflow.api.console.pages import csrf_refused, form_of, sent, show_refund
-from refundflow.api.console.session import CsrfRefused
+from refundflow.api.console.pages import posted, sent, show_refund
 from refundflow.api.console.web import Refused, Visit, keep, page, refusal_words, signed_in
-from refundflow.api.deps import ReadSessionDep, RunsDep
+from refundflow.api.deps import Principal, ReadSessionDep, RunsDep
 from refundflow.api.errors import ApiError
+from refundflow.api.runs import RefundRuns
+from refundflow.api.schemas import MessageOut
 from refundflow.domain.errors import DomainError
 from refundflow.domain.money import from_major
 from refundflow.domain.orders import Destination, DestinationKind
@@ -31,6 +35,7 @@ from refundflow.domain.states import RefundStatus as S
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 BANK_FIELDS = ("holder_name", "account_number", "bank_name", "bank_code", "country", "currency")
+Message = TypeVar("Message", bound=BaseModel)
 WAREHOUSE = tuple(sorted({*refund_messages.INSPECTORS, *refund_messages.SUPPLIER_ANSWERERS}))
 
 
@@ -97,12 +102,9 @@ async def repair(
     request: Request, refund_id: str, action: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
     try:
-        v = signed_in(request, _roles_for(action))
-        fields = await form_of(request, v)
+        v, fields = await posted(request, _roles_for(action))
     except Refused as refused:
         return refused.response
-    except CsrfRefused as refusal:
-        return csrf_refused(v, refusal)
     assert v.principal is not None
     note = fields.get("note", "")
     try:
@@ -167,59 +169,80 @@ def warehouse(request: Request, session: ReadSessionDep) -> Response:
 async def inspection(
     request: Request, refund_id: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
-    try:
-        v = signed_in(request, refund_messages.INSPECTORS)
-        fields = await form_of(request, v)
-    except Refused as refused:
-        return refused.response
-    except CsrfRefused as refusal:
-        return csrf_refused(v, refusal)
-    assert v.principal is not None
-    try:
-        row = refund_messages.own_refund(session, v.principal, refund_id)
-        body = ReturnInspectionBody.model_validate(
+    def read(fields: dict[str, str], currency: str) -> ReturnInspectionBody:
+        return ReturnInspectionBody.model_validate(
             {
                 "condition": fields.get("condition", "OK"),
-                "deduction": _minor(fields.get("deduction", ""), row.currency),
+                "deduction": _minor(fields.get("deduction", ""), currency),
                 "note": fields.get("note", ""),
             }
         )
-    except ApiError:
-        return page(v, "error.html", {"code": "not_found"}, status=404)
-    except (ValidationError, DomainError, InvalidOperation):
-        return await _invalid(v, session, runs, refund_id, "invalid_amount")
-    sending = refund_messages.inspect_return(session, runs, v.principal, refund_id, body)
-    return await sent(v, session, runs, refund_id, sending, done="inspected")
+
+    return await _answer(
+        request,
+        refund_id,
+        session,
+        runs,
+        roles=refund_messages.INSPECTORS,
+        read=read,
+        send=refund_messages.inspect_return,
+        done="inspected",
+    )
 
 
 @router.post("/refunds/{refund_id}/supplier-response")
 async def supplier_response(
     request: Request, refund_id: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
-    try:
-        v = signed_in(request, refund_messages.SUPPLIER_ANSWERERS)
-        fields = await form_of(request, v)
-    except Refused as refused:
-        return refused.response
-    except CsrfRefused as refusal:
-        return csrf_refused(v, refusal)
-    assert v.principal is not None
-    try:
-        row = refund_messages.own_refund(session, v.principal, refund_id)
-        msg = SupplierResponse.model_validate(
+    def read(fields: dict[str, str], currency: str) -> SupplierResponse:
+        return SupplierResponse.model_validate(
             {
                 "supplier_ref": fields.get("supplier_ref", ""),
                 "can_cancel": fields.get("can_cancel") == "yes",
-                "cancellation_fee": _minor(fields.get("cancellation_fee", ""), row.currency),
+                "cancellation_fee": _minor(fields.get("cancellation_fee", ""), currency),
                 "note": fields.get("note", ""),
             }
         )
+
+    return await _answer(
+        request,
+        refund_id,
+        session,
+        runs,
+        roles=refund_messages.SUPPLIER_ANSWERERS,
+        read=read,
+        send=refund_messages.answer_for_supplier,
+        done="answered",
+    )
+
+
+async def _answer(
+    request: Request,
+    refund_id: str,
+    session: ReadSessionDep,
+    runs: RunsDep,
+    *,
+    roles: tuple[str, ...],
+    read: Callable[[dict[str, str], str], Message],
+    send: Callable[[Session, RefundRuns, Principal, str, Message], Awaitable[MessageOut]],
+    done: str,
+) -> Response:
+    """A warehouse or supplier answer typed into a form: read in the refund's currency, sent
+    as the same Update the API sends."""
+    try:
+        v, fields = await posted(request, roles)
+    except Refused as refused:
+        return refused.response
+    assert v.principal is not None
+    try:
+        row = refund_messages.own_refund(session, v.principal, refund_id)
+        message = read(fields, row.currency)
     except ApiError:
         return page(v, "error.html", {"code": "not_found"}, status=404)
     except (ValidationError, DomainError, InvalidOperation):
         return await _invalid(v, session, runs, refund_id, "invalid_amount")
-    sending = refund_messages.answer_for_supplier(session, runs, v.principal, refund_id, msg)
-    return await sent(v, session, runs, refund_id, sending, done="answered")
+    sending = send(session, runs, v.principal, refund_id, message)
+    return await sent(v, session, runs, refund_id, sending, done=done)
 
 
 def _minor(text: str, currency: str) -> int:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import Session
 
@@ -31,15 +31,21 @@ DONE = {"approved", "rejected", "repaired", "inspected", "answered", "cancelled"
 
 
 async def form_of(request: Request, v: Visit) -> dict[str, str]:
-    """The posted form, once its origin and CSRF token are checked."""
+    """The posted form, once its origin and CSRF token are checked; else :class:`Refused`."""
     form = await request.form()
     fields = {k: str(val) for k, val in form.items() if isinstance(val, str)}
-    sessions.check_post(request, v.session if not v.fresh else None, fields.get(CSRF_FIELD))
+    try:
+        sessions.check_post(request, v.session if not v.fresh else None, fields.get(CSRF_FIELD))
+    except CsrfRefused as refusal:
+        raise Refused(page(v, "error.html", {"code": refusal.why}, status=403)) from None
     return fields
 
 
-def csrf_refused(v: Visit, refusal: CsrfRefused) -> HTMLResponse:
-    return page(v, "error.html", {"code": refusal.why}, status=403)
+async def posted(request: Request, roles: tuple[str, ...]) -> tuple[Visit, dict[str, str]]:
+    """The visit of a signed-in key admitted to ``roles`` and its checked form; else
+    :class:`Refused` (sign in first, forbidden, cross-site or without its token)."""
+    v = signed_in(request, roles)
+    return v, await form_of(request, v)
 
 
 @router.get("")
@@ -62,8 +68,8 @@ async def sign_in(request: Request) -> Response:
     v = visit(request)
     try:
         fields = await form_of(request, v)
-    except CsrfRefused as refusal:
-        return csrf_refused(v, refusal)
+    except Refused as refused:
+        return refused.response
     token = fields.get("api_key", "").strip()
     with new_session(request.app.state.engine, readonly=True) as db:
         key = verify_api_key(db, token=token) if token else None
@@ -85,8 +91,8 @@ async def sign_out(request: Request) -> Response:
     v = visit(request)
     try:
         await form_of(request, v)
-    except CsrfRefused as refusal:
-        return csrf_refused(v, refusal)
+    except Refused as refused:
+        return refused.response
     response = RedirectResponse("/console/sign-in", status_code=303)
     sessions.clear(request, response)
     return response
@@ -175,12 +181,9 @@ async def decision(
     request: Request, refund_id: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
     try:
-        v = signed_in(request, refund_messages.DECIDERS)
-        fields = await form_of(request, v)
+        v, fields = await posted(request, refund_messages.DECIDERS)
     except Refused as refused:
         return refused.response
-    except CsrfRefused as refusal:
-        return csrf_refused(v, refusal)
     assert v.principal is not None
     try:
         body = ApprovalDecisionBody.model_validate(
