@@ -257,6 +257,15 @@ class SimLedger:
             ).fetchall()
         return [refund_from_row(r) for r in rows]
 
+    def refund_no_by_ref(self, provider_ref: str) -> str | None:
+        """The refund a provider's own reference names (the id its API handed out), whichever
+        process or run created it."""
+        with closing(self._connect()) as conn:
+            row = conn.execute(
+                "SELECT refund_no FROM refunds WHERE provider_ref = ?", (provider_ref,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def count(self, prefix: str | None = None) -> int:
         return len(self.refunds(prefix))
 

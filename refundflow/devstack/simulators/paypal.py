@@ -56,6 +56,7 @@ from refundflow.devstack.simulators.core import (
     SimRefund,
     WebhookDue,
 )
+from refundflow.devstack.simulators.records import refunded_total
 from refundflow.domain.errors import DomainError
 from refundflow.gateways.paypal import (
     AUTH_ALGO,
@@ -112,7 +113,6 @@ class PayPalSimulator:
         self.cert_id = "CERT-" + hashlib.sha256(self.identity.serial_no.encode()).hexdigest()[:24]
         self.base_url = ""
         self._tokens: dict[str, float] = {}
-        self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
         self._throttled = 0
 
@@ -290,7 +290,7 @@ class PayPalSimulator:
                 return _unprocessable(exc.code)
         else:
             # No amount: the rest of the capture.
-            amount = (payment.amount if payment else 0) - _refunded(refunds)
+            amount = (payment.amount if payment else 0) - refunded_total(refunds)
         request_id = request.headers.get("paypal-request-id") or "noid-" + secrets.token_hex(12)
         extra = {
             "capture_id": capture_id,
@@ -317,8 +317,6 @@ class PayPalSimulator:
             return _unprocessable(outcome.code)
         refund = outcome.refund
         assert refund is not None
-        with self._lock:
-            self._refs[refund.provider_ref] = refund.refund_no
         minimal = request.headers.get("prefer", "") != "return=representation"
         if outcome.kind == "existing":
             # PayPal answers a repeated request id with the latest state of what it made.
@@ -333,7 +331,7 @@ class PayPalSimulator:
         if denied is not None:
             return denied
         ref = request.path_params["refund_id"]
-        refund_no = await asyncio.to_thread(self._refund_no, ref)
+        refund_no = await asyncio.to_thread(self.ledger.refund_no_by_ref, ref)
         refund = None
         if refund_no is not None:
             refund = await asyncio.to_thread(self.ledger.query, refund_no)
@@ -378,17 +376,6 @@ class PayPalSimulator:
             },
         ]
 
-    def _refund_no(self, provider_ref: str) -> str | None:
-        with self._lock:
-            known = self._refs.get(provider_ref)
-        if known is not None:
-            return known
-        for refund in self.ledger.refunds():
-            with self._lock:
-                self._refs[refund.provider_ref] = refund.refund_no
-        with self._lock:
-            return self._refs.get(provider_ref)
-
 
 def dev_simulator(
     data_dir: Path, *, notify_url: str, settlement: str = "seconds:3"
@@ -411,16 +398,12 @@ def _check(
         return "REFUND_CAPTURE_CURRENCY_MISMATCH"
     if now - payment.paid_at > REFUND_WINDOW_S:
         return "REFUND_TIME_LIMIT_EXCEEDED"
-    remaining = payment.amount - _refunded(refunds)
+    remaining = payment.amount - refunded_total(refunds)
     if remaining <= 0:
         return "CAPTURE_FULLY_REFUNDED"
     if amount <= 0 or amount > remaining:
         return "REFUND_AMOUNT_EXCEEDED"
     return None
-
-
-def _refunded(refunds: list[SimRefund]) -> int:
-    return sum(r.amount for r in refunds if r.status != FAILED)
 
 
 def _make_refs(refund_no: str) -> tuple[str, str]:

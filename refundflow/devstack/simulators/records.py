@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS refunds (
     extra TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS refunds_payment ON refunds (payment_id);
+CREATE INDEX IF NOT EXISTS refunds_provider_ref ON refunds (provider_ref);
 CREATE TABLE IF NOT EXISTS scripts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     family TEXT NOT NULL,
@@ -110,6 +111,11 @@ class WebhookDue:
     refund: SimRefund
     event_id: str
     attempt: int
+
+
+def refunded_total(refunds: list[SimRefund]) -> int:
+    """What the refunds of one payment take from it (a failed one takes nothing)."""
+    return sum(r.amount for r in refunds if r.status != FAILED)
 
 
 def event_id(refund_no: str, status: str) -> str:

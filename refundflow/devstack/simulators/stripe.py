@@ -50,6 +50,7 @@ from refundflow.devstack.simulators.core import (
     WebhookDue,
     digits_ref,
 )
+from refundflow.devstack.simulators.records import refunded_total
 from refundflow.gateways.stripe_card import SIGNATURE_HEADER, StripeConfig
 
 _STATUS = {SUCCESS: "succeeded", FAILED: "failed"}
@@ -75,7 +76,6 @@ class StripeSimulator:
         self.secret_key = stored["secret_key"]
         self.webhook_secret = stored["webhook_secret"]
         self.base_url = ""
-        self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
         self._throttled = 0
 
@@ -207,7 +207,7 @@ class StripeSimulator:
         if amount_text is not None:
             amount = int(amount_text)
         else:
-            amount = (payment.amount if payment else 0) - _refunded(refunds)
+            amount = (payment.amount if payment else 0) - refunded_total(refunds)
         key = request.headers.get("idempotency-key") or "noidem_" + secrets.token_hex(12)
         digest = hashlib.sha256(json.dumps(sorted(form)).encode()).hexdigest()
         metadata = {k[9:-1]: v for k, v in form if k.startswith("metadata[") and k.endswith("]")}
@@ -240,7 +240,6 @@ class StripeSimulator:
             return _refusal(outcome.code, param, pi or ch, amount)
         refund = outcome.refund
         assert refund is not None
-        self._remember(refund)
         if outcome.kind == "existing":
             if refund.extra.get("params_digest") != digest:
                 return _error(
@@ -260,7 +259,7 @@ class StripeSimulator:
         if denied is not None:
             return denied
         ref = request.path_params["refund_id"]
-        refund_no = await asyncio.to_thread(self._refund_no, ref)
+        refund_no = await asyncio.to_thread(self.ledger.refund_no_by_ref, ref)
         refund = (
             None if refund_no is None else await asyncio.to_thread(self.ledger.query, refund_no)
         )
@@ -334,21 +333,6 @@ class StripeSimulator:
                 return candidate, payment
         return given, None
 
-    def _remember(self, refund: SimRefund) -> None:
-        with self._lock:
-            self._refs[refund.provider_ref] = refund.refund_no
-
-    def _refund_no(self, provider_ref: str) -> str | None:
-        with self._lock:
-            known = self._refs.get(provider_ref)
-        if known is not None:
-            return known
-        # Another process (or an earlier run) may have created it: look through the books.
-        for refund in self.ledger.refunds():
-            self._remember(refund)
-        with self._lock:
-            return self._refs.get(provider_ref)
-
 
 def dev_simulator(
     data_dir: Path, *, notify_url: str, settlement: str = "seconds:3"
@@ -370,14 +354,10 @@ def _invented_currency(metadata: dict[str, str]) -> str:
     return named if len(named) == 3 and named.isalpha() else "USD"
 
 
-def _refunded(refunds: list[SimRefund]) -> int:
-    return sum(r.amount for r in refunds if r.status != FAILED)
-
-
 def _check(payment: SimPayment | None, refunds: list[SimRefund], amount: int) -> str | None:
     if payment is None:
         return "resource_missing"
-    remaining = payment.amount - _refunded(refunds)
+    remaining = payment.amount - refunded_total(refunds)
     if remaining <= 0:
         return "charge_already_refunded"
     if amount <= 0:
