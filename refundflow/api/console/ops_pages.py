@@ -16,7 +16,7 @@ from sqlmodel import Session
 from refundflow.api import refund_messages
 from refundflow.api.console import charts, queries, refund_view, reports
 from refundflow.api.console.pages import posted, sent, show_refund
-from refundflow.api.console.web import Refused, Visit, keep, page, refusal_words, signed_in
+from refundflow.api.console.web import Visit, keep, page, refusal_words, signed_in
 from refundflow.api.deps import Principal, ReadSessionDep, RunsDep
 from refundflow.api.errors import ApiError
 from refundflow.api.runs import RefundRuns
@@ -45,10 +45,7 @@ def _roles_for(action: str) -> tuple[str, ...]:
 
 @router.get("/ops")
 def ops(request: Request, session: ReadSessionDep) -> Response:
-    try:
-        v = signed_in(request, refund_messages.REPAIRERS)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, refund_messages.REPAIRERS)
     assert v.principal is not None
     context = {
         "attention": queries.needing_attention(session, v.principal),
@@ -63,10 +60,7 @@ async def accepted_repairs(
 ) -> Response:
     """The repairs the run accepts now, as links: the ops list loads one per row (htmx), so
     the list itself asks no run."""
-    try:
-        v = signed_in(request, refund_messages.REPAIRERS)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, refund_messages.REPAIRERS)
     assert v.principal is not None
     try:
         row = refund_messages.own_refund(session, v.principal, refund_id)
@@ -81,10 +75,7 @@ async def confirm_repair(
     request: Request, refund_id: str, action: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
     """The confirmation of a repair: what it does, and the fields it needs."""
-    try:
-        v = signed_in(request, _roles_for(action))
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, _roles_for(action))
     if action not in refund_view.OPS_ACTIONS:
         return page(v, "error.html", {"code": "not_found"}, status=404)
     assert v.principal is not None
@@ -101,10 +92,7 @@ async def confirm_repair(
 async def repair(
     request: Request, refund_id: str, action: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
-    try:
-        v, fields = await posted(request, _roles_for(action))
-    except Refused as refused:
-        return refused.response
+    v, fields = await posted(request, _roles_for(action))
     assert v.principal is not None
     note = fields.get("note", "")
     try:
@@ -149,10 +137,7 @@ async def _invalid(
 
 @router.get("/warehouse")
 def warehouse(request: Request, session: ReadSessionDep) -> Response:
-    try:
-        v = signed_in(request, WAREHOUSE)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, WAREHOUSE)
     assert v.principal is not None
     context = {
         "returns": queries.with_status(session, v.principal, [S.AWAITING_RETURN])
@@ -229,10 +214,7 @@ async def _answer(
 ) -> Response:
     """A warehouse or supplier answer typed into a form: read in the refund's currency, sent
     as the same Update the API sends."""
-    try:
-        v, fields = await posted(request, roles)
-    except Refused as refused:
-        return refused.response
+    v, fields = await posted(request, roles)
     assert v.principal is not None
     try:
         row = refund_messages.own_refund(session, v.principal, refund_id)
@@ -256,10 +238,7 @@ REPORT_DAYS = (7, 30, 90, 365)
 
 @router.get("/reports")
 def reports_page(request: Request, session: ReadSessionDep, days: int = 30) -> Response:
-    try:
-        v = signed_in(request, refund_messages.REPORT_READERS)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, refund_messages.REPORT_READERS)
     assert v.principal is not None
     days = days if days in REPORT_DAYS else 30
     window = reports.Window.last_days(v.principal.merchant_id, days, datetime.now(UTC))
@@ -302,10 +281,7 @@ def reports_page(request: Request, session: ReadSessionDep, days: int = 30) -> R
 
 @router.get("/reports/{name}.csv")
 def report_csv(request: Request, name: str, session: ReadSessionDep, days: int = 30) -> Response:
-    try:
-        v = signed_in(request, refund_messages.REPORT_READERS)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, refund_messages.REPORT_READERS)
     if name not in reports.REPORTS:
         return page(v, "error.html", {"code": "not_found"}, status=404)
     assert v.principal is not None

@@ -66,10 +66,7 @@ def sign_in_form(request: Request, next: str = "") -> Response:
 @router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
     v = visit(request)
-    try:
-        fields = await form_of(request, v)
-    except Refused as refused:
-        return refused.response
+    fields = await form_of(request, v)
     token = fields.get("api_key", "").strip()
     with new_session(request.app.state.engine, readonly=True) as db:
         key = verify_api_key(db, token=token) if token else None
@@ -89,10 +86,7 @@ async def sign_in(request: Request) -> Response:
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
     v = visit(request)
-    try:
-        await form_of(request, v)
-    except Refused as refused:
-        return refused.response
+    await form_of(request, v)
     response = RedirectResponse("/console/sign-in", status_code=303)
     sessions.clear(request, response)
     return response
@@ -105,10 +99,7 @@ def _local(target: str) -> str:
 
 @router.get("/inbox")
 def inbox(request: Request, session: ReadSessionDep) -> Response:
-    try:
-        v = signed_in(request, refund_messages.DECIDERS)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, refund_messages.DECIDERS)
     assert v.principal is not None
     items, total = queries.inbox(session, v.principal)
     return page(v, "inbox.html", {"items": items, "total": total, "next_offset": len(items)})
@@ -117,10 +108,7 @@ def inbox(request: Request, session: ReadSessionDep) -> Response:
 @router.get("/inbox/rows")
 def inbox_rows(request: Request, session: ReadSessionDep, offset: int = 0) -> Response:
     """The next page of the inbox, as table rows for htmx to append."""
-    try:
-        v = signed_in(request, refund_messages.DECIDERS)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request, refund_messages.DECIDERS)
     assert v.principal is not None
     offset = max(0, offset)
     items, total = queries.inbox(session, v.principal, offset=offset)
@@ -133,10 +121,7 @@ def refunds(
     request: Request, session: ReadSessionDep, status: str = "", order_id: str = ""
 ) -> Response:
     """The latest refunds, for every reader: the way to a refund by its order."""
-    try:
-        v = signed_in(request)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request)
     assert v.principal is not None
     status = status if status in RefundStatus.__members__ else ""
     order_id = order_id.strip()[:64]
@@ -149,10 +134,7 @@ def refunds(
 async def refund(
     request: Request, refund_id: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
-    try:
-        v = signed_in(request)
-    except Refused as refused:
-        return refused.response
+    v = signed_in(request)
     return await show_refund(v, session, runs, refund_id)
 
 
@@ -180,10 +162,7 @@ async def show_refund(
 async def decision(
     request: Request, refund_id: str, session: ReadSessionDep, runs: RunsDep
 ) -> Response:
-    try:
-        v, fields = await posted(request, refund_messages.DECIDERS)
-    except Refused as refused:
-        return refused.response
+    v, fields = await posted(request, refund_messages.DECIDERS)
     assert v.principal is not None
     try:
         body = ApprovalDecisionBody.model_validate(
