@@ -45,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.domain.states import (
         STAGE_STATUS,
         Inbox,
-        PayoutStatus,
         RefundState,
         RefundStatus,
         Stage,
@@ -54,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.workflows import search_attributes as sa
 
 from refundflow.workflows.refund import telemetry
+from refundflow.workflows.refund.details import current_details
 
 BATCHED = "batched-writes-upserts-and-local-delivery"
 """Patch: the writes of a workflow task in one local activity, its search attributes in one
@@ -186,7 +186,7 @@ class Run:
         if timeout is not None:
             timeout = max(timeout, timedelta(seconds=1))
             self.waiting_for += f" at {(workflow.now() + timeout).isoformat(timespec='minutes')}"
-        workflow.set_current_details(self.details())
+        workflow.set_current_details(current_details(self.state, self.amount, self.waiting_for))
         try:
             await workflow.wait_condition(
                 lambda: self._unpark(ready()), timeout=timeout, timeout_summary=summary
@@ -237,7 +237,7 @@ class Run:
                 data=data or {},
             )
         )
-        workflow.set_current_details(self.details())
+        workflow.set_current_details(current_details(self.state, self.amount, self.waiting_for))
         entry = TransitionInput(
             refund_id=state.refund_id,
             status=state.status,
@@ -394,30 +394,6 @@ class Run:
             self._delivery = None
             if self._deliver_again:
                 self._deliver()
-
-    # ------------------------------------------------------------------ details
-    def details(self) -> str:
-        """What the Temporal UI shows as the run's current details."""
-        state = self.state
-        lines = [f"**{state.status.value}** at stage `{state.stage.value}`"]
-        if state.quote is not None:
-            lines.append(f"amount {self.amount(self.quote.total)}")
-        if state.stage is Stage.APPROVAL:
-            lines.append(f"approvals {len(state.current_approvals())}/{state.approvers_required}")
-        if state.payouts:
-            latest = state.latest_payouts()
-            done = sum(p.status is PayoutStatus.SETTLED for p in latest)
-            lines.append(f"payouts settled {done}/{len(latest)}")
-        if state.expected_by:
-            lines.append(f"expected by {state.expected_by}")
-        pending = [p for p in state.latest_payouts() if p.status is PayoutStatus.PENDING]
-        if pending and pending[0].due_at is not None:
-            lines.append(f"installment {pending[0].installment} due {pending[0].due_at.date()}")
-        if state.status is RefundStatus.NEEDS_ATTENTION:
-            lines.append(f"needs attention: {state.escalation_reason}")
-        if self.waiting_for:
-            lines.append(f"waiting for {self.waiting_for}")
-        return "\n\n".join(lines)
 
 
 def _kinds(steps: list[DbStep]) -> str:
