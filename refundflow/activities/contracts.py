@@ -189,6 +189,38 @@ class RecordPayoutInput(BaseModel):
     at: datetime
 
 
+class DbStep(BaseModel):
+    """One database write of a batch (exactly one field is set), in the order the run made it:
+    the same write the single-purpose activity of that name makes."""
+
+    transition: TransitionInput | None = None
+    register_payout: RecordPayoutInput | None = None
+    record_payout: RecordPayoutInput | None = None
+    release: ReleaseInput | None = None
+    approval: ApprovalInput | None = None
+
+
+class RecordStepsInput(BaseModel):
+    """The writes a run made since its last batch, in one transaction."""
+
+    refund_id: str
+    steps: list[DbStep]
+
+
+class ReviewAndReserveInput(BaseModel):
+    """Review, with the writes before it (the ``review_started`` entry) and the reservation
+    after it: the three always run together."""
+
+    review: ReviewInput
+    steps: list[DbStep] = []
+
+
+class ReviewAndReserveResult(BaseModel):
+    review: ReviewResult
+    reserved: ReserveResult
+    """The quote's reservation; for a refund rejected at review, its row without a hold."""
+
+
 class RefundWorkflowInput(BaseModel):
     """Start (or continue-as-new) a RefundWorkflow. ``state``/``context`` carry a continued run."""
 

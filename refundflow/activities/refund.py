@@ -1,11 +1,11 @@
 """The side effects RefundWorkflow needs: database steps, and (``payout_calls.py``) the calls
 to providers.
 
-Database activities are plain functions run on the worker's thread pool, each one transaction.
-Every one of them is safe to run twice (a local activity is retried if the worker dies after
-the commit and before the result is recorded): audit and outbox rows carry the timeline index
-of the transition, and the repositories treat a repeated reservation, payout key or approval as
-the same one.
+Database activities are plain functions run on the worker's thread pool, each one transaction
+(the writes themselves are in ``refund_writes.py``). Every one of them is safe to run twice (a
+local activity is retried if the worker dies after the commit and before the result is
+recorded): audit and outbox rows carry the timeline index of the transition, and the
+repositories treat a repeated reservation, payout key or approval as the same one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -24,45 +24,46 @@ from refundflow.activities.contracts import (
     RecheckInput,
     RecheckResult,
     RecordPayoutInput,
+    RecordStepsInput,
     RefundContext,
     ReleaseInput,
     ReserveInput,
     ReserveResult,
+    ReviewAndReserveInput,
+    ReviewAndReserveResult,
     ReviewInput,
     ReviewResult,
     TransitionInput,
 )
 from refundflow.activities.payout_calls import ProviderCalls
+from refundflow.activities.refund_writes import (
+    write_approval,
+    write_payout,
+    write_payout_key,
+    write_release,
+    write_steps,
+    write_transition,
+)
 from refundflow.crypto import Keyring
 from refundflow.db.engine import make_engine, session_scope
-from refundflow.db.models import AuditEventRow, RefundRow
+from refundflow.db.models import RefundRow
 from refundflow.db.personal import personal_columns
 from refundflow.db.repository import (
-    append_audit,
     count_recent_refunds,
     create_refund,
-    enqueue_outbox,
     get_order,
-    get_payout,
     get_policy,
     get_refund,
     latest_policy,
-    post_ledger,
     prior_refunds,
-    record_approval,
-    register_payout_key,
-    release_reservation,
-    set_payout_status,
-    settle_payout,
 )
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.errors import DomainError, OverRefund
 from refundflow.domain.orders import PaymentMethod, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
 from refundflow.domain.quote import Quote
-from refundflow.domain.review import review
-from refundflow.domain.states import PayoutStatus, RefundStatus
-from refundflow.gateways.balance import refunds_account
+from refundflow.domain.review import ReviewOutcome, review
+from refundflow.domain.states import RefundStatus
 from refundflow.gateways.base import (
     Gateway,
 )
@@ -97,6 +98,8 @@ class RefundActivities(ProviderCalls):
         return [
             self.review_refund,
             self.record_transition,
+            self.record_steps,
+            self.review_and_reserve,
             self.reserve_refund,
             self.release_reservation,
             self.record_approval,
@@ -154,39 +157,36 @@ class RefundActivities(ProviderCalls):
     @activity.defn
     def record_transition(self, inp: TransitionInput) -> None:
         with session_scope(self.engine) as session:
-            row = session.get(RefundRow, inp.refund_id)
-            # An Update's entry and the run loop's may reach the database in either order: the
-            # row keeps the status of the run's latest entry.
-            if (
-                row is not None
-                and row.status != inp.status.value
-                and not _later_recorded(session, inp)
-            ):
-                row.status = inp.status.value
-                row.updated_at = inp.at
-                session.add(row)
-            if _already_recorded(session, inp):
-                return  # a retry after the commit: the event and its notices exist
-            data = {**inp.data, "seq": inp.seq, "message": inp.message}
-            data |= {"status": inp.status.value, "stage": inp.stage.value}
-            append_audit(
-                session,
-                refund_id=inp.refund_id,
-                kind=inp.kind,
-                actor=inp.actor,
-                data=data,
-                at=inp.at,
+            write_transition(session, inp)
+
+    @activity.defn
+    def record_steps(self, inp: RecordStepsInput) -> None:
+        """A run's writes since its last batch (entries with their notices, payouts, releases,
+        approvals), in one transaction: one local activity instead of one per write."""
+        with session_scope(self.engine) as session:
+            write_steps(session, inp.steps)
+
+    @activity.defn
+    def review_and_reserve(self, inp: ReviewAndReserveInput) -> ReviewAndReserveResult:
+        """The review's steps in one local activity: the writes before it, the review, and the
+        refund's row with its hold (without one when review rejects)."""
+        if inp.steps:
+            self.record_steps(RecordStepsInput(refund_id=inp.review.refund_id, steps=inp.steps))
+        reviewed = self.review_refund(inp.review)
+        decision, context = reviewed.decision, reviewed.context
+        accepted = decision.outcome is not ReviewOutcome.REJECT and decision.quote is not None
+        reserved = self.reserve_refund(
+            ReserveInput(
+                refund_id=inp.review.refund_id,
+                request=inp.review.request,
+                order=context.order,
+                quote=decision.quote if accepted else None,
+                policy_version=context.policy.version,
+                status=RefundStatus.UNDER_REVIEW if accepted else RefundStatus.REJECTED,
+                at=inp.review.as_of,
             )
-            for note in inp.notifications:
-                enqueue_outbox(
-                    session,
-                    refund_id=inp.refund_id,
-                    channel=note.channel,
-                    template=note.template,
-                    locale=note.locale,
-                    payload=note.params,
-                    at=inp.at,
-                )
+        )
+        return ReviewAndReserveResult(review=reviewed, reserved=reserved)
 
     @activity.defn
     def reserve_refund(self, inp: ReserveInput) -> ReserveResult:
@@ -224,22 +224,12 @@ class RefundActivities(ProviderCalls):
     @activity.defn
     def release_reservation(self, inp: ReleaseInput) -> None:
         with session_scope(self.engine) as session:
-            if get_refund(session, refund_id=inp.refund_id) is not None:
-                release_reservation(session, refund_id=inp.refund_id, at=inp.at)
+            write_release(session, inp)
 
     @activity.defn
     def record_approval(self, inp: ApprovalInput) -> None:
-        approval = inp.approval
         with session_scope(self.engine) as session:
-            record_approval(
-                session,
-                refund_id=inp.refund_id,
-                approver_id=approval.approver_id,
-                decision=approval.decision,
-                quote_fingerprint=approval.quote_fingerprint,
-                comment=approval.comment,
-                at=approval.at,
-            )
+            write_approval(session, inp)
 
     @activity.defn
     def recheck_quote(self, inp: RecheckInput) -> RecheckResult:
@@ -290,60 +280,13 @@ class RefundActivities(ProviderCalls):
 
     @activity.defn
     def register_payout(self, inp: RecordPayoutInput) -> None:
-        record = inp.record
         with session_scope(self.engine) as session:
-            register_payout_key(
-                session,
-                payout_key=record.key,
-                refund_id=inp.refund_id,
-                seq=record.seq,
-                generation=record.generation,
-                route=record.route.value,
-                amount=record.amount,
-                currency=record.payout_currency,
-                at=inp.at,
-            )
+            write_payout_key(session, inp)
 
     @activity.defn
     def record_payout(self, inp: RecordPayoutInput) -> None:
-        record = inp.record
         with session_scope(self.engine) as session:
-            row = get_payout(session, payout_key=record.key)
-            if row is None or row.status == PayoutStatus.SETTLED.value:
-                return
-            if record.status is not PayoutStatus.SETTLED:
-                set_payout_status(
-                    session,
-                    payout_key=record.key,
-                    status=record.status,
-                    provider_ref=record.provider_ref,
-                    at=inp.at,
-                )
-                return
-            settle_payout(
-                session,
-                payout_key=record.key,
-                charges=inp.charges,
-                provider_ref=record.provider_ref,
-                at=inp.at,
-            )
-            refund = get_refund(session, refund_id=inp.refund_id)
-            by_gateway = record.route is PaymentMethod.BALANCE and record.code != "MARKED_SETTLED"
-            if refund is not None and not by_gateway:
-                # The balance gateway books its own wallet posting when it pays; a payout ops
-                # settled by hand was paid outside every gateway.
-                post_ledger(
-                    session,
-                    posting_id=f"settle:{record.key}",
-                    entries=[
-                        (refunds_account(refund.merchant_id), record.amount),
-                        (f"clearing:{record.route.value}", -record.amount),
-                    ],
-                    currency=refund.currency,
-                    refund_id=inp.refund_id,
-                    memo=f"payout {record.key} settled",
-                    at=inp.at,
-                )
+            write_payout(session, inp)
 
 
 def _unreserved_row(
@@ -369,18 +312,6 @@ def _unreserved_row(
         updated_at=inp.at,
         **personal_columns(keyring, inp.refund_id, req.model_dump(mode="json")),
     )
-
-
-def _already_recorded(session: Session, inp: TransitionInput) -> bool:
-    statement = select(AuditEventRow.data).where(
-        AuditEventRow.refund_id == inp.refund_id, AuditEventRow.kind == inp.kind
-    )
-    return any(data.get("seq") == inp.seq for data in session.exec(statement).all())
-
-
-def _later_recorded(session: Session, inp: TransitionInput) -> bool:
-    statement = select(AuditEventRow.data).where(AuditEventRow.refund_id == inp.refund_id)
-    return any(int(data.get("seq", -1)) > inp.seq for data in session.exec(statement).all())
 
 
 def _policy(session: Session, row: RefundRow) -> Policy:

@@ -50,6 +50,6 @@ async def test_a_refund_is_one_trace_from_the_request_to_its_activities(
     in_trace = {s.name for s in spans if s.context.trace_id == post.context.trace_id}
     assert "StartWorkflow:RefundWorkflow" in in_trace
     assert "RunWorkflow:RefundWorkflow" in in_trace
-    assert {"RunActivity:send_payout", "RunActivity:review_refund"} <= in_trace
+    assert {"RunActivity:send_payout", "RunActivity:review_and_reserve"} <= in_trace
     # The database work of the request is in it too.
     assert any(name.startswith(("SELECT", "INSERT", "UPDATE")) for name in in_trace), in_trace

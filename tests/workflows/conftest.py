@@ -309,12 +309,24 @@ async def open_stack(
     engine.dispose()
 
 
+def histories_to_record() -> Path | None:
+    """Where ``REFUNDFLOW_RECORD_HISTORIES`` asks the path tests to save their histories:
+    ``1`` the histories folder, a name a folder of that name in it (a new code path's runs
+    beside the older ones, all replayed by test_history). Unset: nowhere."""
+    wanted = os.environ.get("REFUNDFLOW_RECORD_HISTORIES")
+    if not wanted:
+        return None
+    folder = Path(__file__).parent / "histories"
+    return folder if wanted == "1" else folder / wanted
+
+
 @pytest.fixture
 async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
     async with open_stack(env, tmp_path) as opened:
         yield opened
-        if os.environ.get("REFUNDFLOW_RECORD_HISTORIES"):
-            await opened.record_histories(Path(__file__).parent / "histories")
+        folder = histories_to_record()
+        if folder is not None:
+            await opened.record_histories(folder)
 
 
 def approver_keys(engine: Engine) -> list[ApiKeyRow]:

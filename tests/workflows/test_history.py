@@ -23,7 +23,7 @@ from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
 from tests.conftest import dev_server
 from tests.payload_keys import CONVERTER
-from tests.workflows.conftest import MERCHANT, Stack, open_stack
+from tests.workflows.conftest import MERCHANT, Stack, open_stack, payment
 from tests.workflows.test_refund_paths import decide, wait_status
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -92,18 +92,38 @@ async def test_a_changed_rule_changes_new_runs_and_replays_old_ones(
     assert date.fromisoformat(state.expected_by) > first_day + timedelta(days=10)
 
 
+def _workflow_tasks(history: WorkflowHistory) -> int:
+    return sum(e.HasField("workflow_task_completed_event_attributes") for e in history.events)
+
+
 async def test_happy_path_history_is_small(stack: Stack) -> None:
     order = await stack.order()
     handle = await stack.start("r-count", order)
     await stack.finish(handle)
     history = await handle.fetch_history()
-    count = len(history.events)
-    # 45 events before notices were delivered from the run, 65 with it (one patch marker and
-    # a few delivery activities: one runs at a time and sends every pending row). The bound
-    # catches an accidental per-step regression.
-    assert count <= 75, count
+    count, tasks = len(history.events), _workflow_tasks(history)
+    print(f"happy path: {count} history events, {tasks} workflow tasks")
+    # 64 events and 8 workflow tasks before the writes were batched (effects.BATCHED), 39 and 5
+    # with it: per task one local activity writes (and delivers the notices among the writes),
+    # one upsert sets the search attributes. This payout settles at the first poll: 5 tasks,
+    # two timers and two activities are 27 events of their own. The bound catches an
+    # accidental per-step regression.
+    assert count <= 40, count
+    assert tasks <= 5, tasks
     kinds = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events]
-    assert 1 <= kinds.count("deliver_notifications") <= 4
+    assert kinds.count("deliver_notifications") == 0  # delivered by the writes' local activity
+
+
+async def test_a_refund_paid_at_once_has_the_shortest_history(stack: Stack) -> None:
+    """Auto-approved, paid from the store balance (settled as it is sent): 20 events."""
+    order = await stack.order(payments=[payment("p1", "balance", 10000, await stack.now())])
+    handle = await stack.start("r-count-once", order)
+    assert (await stack.finish(handle)).status is RefundStatus.COMPLETED
+    history = await handle.fetch_history()
+    count, tasks = len(history.events), _workflow_tasks(history)
+    print(f"paid at once: {count} history events, {tasks} workflow tasks")
+    assert count <= 25, count
+    assert tasks <= 3, tasks
 
 
 async def test_continue_as_new_keeps_the_refund_going(stack: Stack) -> None:

@@ -26,6 +26,7 @@ MARKER_BOOKKEEPING = {
     *("seq", "attempt", "activity_id", "activity_type", "complete_time", "backoff"),
     *("original_schedule_time", "activation_index"),
 }
+PATCH_BOOKKEEPING = {"id", "deprecated"}  # a patch marker: the patch's name
 
 
 def spellings(value: str) -> list[bytes]:
@@ -70,16 +71,22 @@ async def test_a_raw_history_holds_no_personal_data_and_decodes_with_the_keys(
                 assert spelling not in blob, (value, event.event_type)
     payloads = [p for e in raw.events for p in payloads_in(e)]
     # The one plaintext the SDK writes itself: a local activity marker's bookkeeping (its
-    # sequence number, attempt, type and times); the activity's result beside it is encrypted.
-    bookkeeping = [
-        json.loads(p.data)
-        for e in raw.events
-        for key, details in e.marker_recorded_event_attributes.details.items()
-        for p in details.payloads
-        if key == "data" and p.metadata["encoding"] != ENCODING
-    ]
-    assert len([p for p in payloads if p.metadata["encoding"] != ENCODING]) == len(bookkeeping)
-    assert all(set(b) <= MARKER_BOOKKEEPING for b in bookkeeping), bookkeeping
+    # sequence number, attempt, type and times; the activity's result beside it is encrypted)
+    # and a patch marker's name.
+    bookkeeping = {
+        key: [
+            json.loads(p.data)
+            for e in raw.events
+            for name, details in e.marker_recorded_event_attributes.details.items()
+            for p in details.payloads
+            if name == key and p.metadata["encoding"] != ENCODING
+        ]
+        for key in ("data", "patch-data")
+    }
+    plaintext = [p for p in payloads if p.metadata["encoding"] != ENCODING]
+    assert len(plaintext) == len(bookkeeping["data"]) + len(bookkeeping["patch-data"])
+    assert all(set(b) <= MARKER_BOOKKEEPING for b in bookkeeping["data"]), bookkeeping
+    assert all(set(b) <= PATCH_BOOKKEEPING for b in bookkeeping["patch-data"]), bookkeeping
     encrypted = [p for p in payloads if p.metadata["encoding"] == ENCODING]
     assert {p.metadata[KEY_ID] for p in encrypted} == {b"test-payload-1"}
     started = raw.events[0]

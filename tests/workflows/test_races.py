@@ -3,7 +3,6 @@ answers. Each test ends with the books checked: refund row, payout rows, reserva
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from refundflow.domain.states import (
 )
 from refundflow.workflows.refund import RefundWorkflow
 from tests.db.conftest import db_url, postgres_problem  # noqa: F401  (fixtures)
-from tests.workflows.conftest import Stack, open_stack, payment
+from tests.workflows.conftest import Stack, histories_to_record, open_stack, payment
 from tests.workflows.test_refund_paths import (
     decide,
     refused,
@@ -46,8 +45,9 @@ async def stack(
     """Here on SQLite and on PostgreSQL: the books must balance on both."""
     async with open_stack(env, tmp_path, database_url=db_url) as opened:
         yield opened
-        if os.environ.get("REFUNDFLOW_RECORD_HISTORIES") and db_url.startswith("sqlite"):
-            await opened.record_histories(Path(__file__).parent / "histories")
+        folder = histories_to_record()
+        if folder is not None and db_url.startswith("sqlite"):
+            await opened.record_histories(folder)
 
 
 async def current_details(handle: Handle) -> str:

@@ -27,6 +27,7 @@ from refundflow.activities.contracts import (
     RecheckInput,
     RecheckResult,
     RecordPayoutInput,
+    RecordStepsInput,
     RefundContext,
     RefundWorkflowInput,
     ReleaseInput,
@@ -34,6 +35,8 @@ from refundflow.activities.contracts import (
     RequoteResult,
     ReserveInput,
     ReserveResult,
+    ReviewAndReserveInput,
+    ReviewAndReserveResult,
     ReviewInput,
     ReviewResult,
     TransitionInput,
@@ -96,6 +99,28 @@ class Mocks:
                 }
             )
             return ReviewResult(context=context, decision=decision)
+
+        @activity.defn(name="review_and_reserve")
+        async def review_and_reserve(inp: ReviewAndReserveInput) -> ReviewAndReserveResult:
+            await record_steps(RecordStepsInput(refund_id=inp.review.refund_id, steps=inp.steps))
+            reviewed = await review_refund(inp.review)
+            decision = reviewed.decision
+            accepted = decision.outcome is not ReviewOutcome.REJECT and decision.quote is not None
+            self.reserved.append(decision.quote.total if accepted and decision.quote else None)
+            return ReviewAndReserveResult(review=reviewed, reserved=ReserveResult(ok=True))
+
+        @activity.defn(name="record_steps")
+        async def record_steps(inp: RecordStepsInput) -> None:
+            for step in inp.steps:
+                if step.transition is not None:
+                    await record_transition(step.transition)
+                elif step.release is not None:
+                    await release_reservation(step.release)
+
+        @activity.defn(name="record_and_deliver")
+        async def record_and_deliver(inp: RecordStepsInput) -> DeliverResult:
+            await record_steps(inp)
+            return DeliverResult(sent=0, failed=0, pending=0)
 
         @activity.defn(name="record_transition")
         async def record_transition(inp: TransitionInput) -> None:
@@ -164,6 +189,9 @@ class Mocks:
 
         return [
             review_refund,
+            review_and_reserve,
+            record_steps,
+            record_and_deliver,
             record_transition,
             reserve_refund,
             release_reservation,

@@ -4,12 +4,20 @@ A stage never calls an activity for the database or for notices directly; it rec
 (:meth:`Run.record`), changes status (:meth:`Run.transition`), escalates or finishes here, so the
 timeline, the audit rows, the outbox, the search attributes and the run's details in the Temporal
 UI always move together.
+
+Runs since the :data:`BATCHED` patch keep their writes (entries, payouts, releases, approvals)
+and search attributes until the run is about to wait on the world (:meth:`Run.flush`): then one
+local activity writes them in one transaction and delivers the notices among them (what fails
+is left to the outbox sweep), and one upsert sets what changed. Nothing outside the run can
+tell: the run waits on nothing before the flush, and an Update answers only once the run
+waits. Runs recorded before keep a local activity per write, an upsert per change and a
+delivery activity of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,9 +27,11 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from refundflow.activities.contracts import (
+        DbStep,
         DeliverInput,
         DeliverResult,
         Notification,
+        RecordStepsInput,
         RefundContext,
         RefundWorkflowInput,
         ReleaseInput,
@@ -35,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.domain.states import (
         STAGE_STATUS,
         Inbox,
-        PayoutStatus,
         RefundState,
         RefundStatus,
         Stage,
@@ -44,7 +53,11 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.workflows import search_attributes as sa
 
 from refundflow.workflows.refund import telemetry
+from refundflow.workflows.refund.details import current_details
 
+BATCHED = "batched-writes-upserts-and-local-delivery"
+"""Patch: the writes of a workflow task in one local activity, its search attributes in one
+upsert, its notices delivered by a local activity (the outbox sweep retries what fails)."""
 # A database step retries until the database answers: an outage delays a refund, loses nothing.
 DB_STEP = timedelta(seconds=30)
 DELIVERY_ATTEMPTS = 8
@@ -72,6 +85,47 @@ class Run:
         self.waiting_for = ""
         self.closing = False
         """The run ends or continues as new: messages still in the inbox go with the state."""
+        self._batched: bool | None = None
+        self._steps: list[DbStep] = []
+
+    @property
+    def batched(self) -> bool:
+        """Whether this run batches its effects (:data:`BATCHED`); asked once per run."""
+        if self._batched is None:
+            self._batched = workflow.patched(BATCHED)
+        return self._batched
+
+    def write(self, step: DbStep) -> None:
+        """A database write for the next :meth:`flush` (batched runs only)."""
+        self._steps.append(step)
+
+    def take_steps(self) -> list[DbStep]:
+        """The writes not flushed yet, for a local activity that makes them first."""
+        steps, self._steps = self._steps, []
+        return steps
+
+    async def flush(self) -> None:
+        """Before the run waits on the world (a message, a timer, a provider, its end): the
+        writes since the last flush (and the notices among them delivered, in the same local
+        activity), then the search attributes."""
+        if not self.batched:
+            return
+        steps = self.take_steps()
+        if any(s.transition.notifications for s in steps if s.transition):
+            await workflow.execute_local_activity_method(
+                NotifyActivities.record_and_deliver,
+                RecordStepsInput(refund_id=self.state.refund_id, steps=steps),
+                start_to_close_timeout=DB_STEP,
+                summary=f"{_kinds(steps)}; deliver notices",
+            )
+        elif steps:
+            await workflow.execute_local_activity_method(
+                RefundActivities.record_steps,
+                RecordStepsInput(refund_id=self.state.refund_id, steps=steps),
+                start_to_close_timeout=DB_STEP,
+                summary=_kinds(steps),
+            )
+        self._upsert_search_attributes()
 
     @property
     def context(self) -> RefundContext:
@@ -127,11 +181,12 @@ class Run:
         here."""
         if ready():
             return True
+        await self.flush()
         self.waiting, self.waiting_for = True, summary
         if timeout is not None:
             timeout = max(timeout, timedelta(seconds=1))
             self.waiting_for += f" at {(workflow.now() + timeout).isoformat(timespec='minutes')}"
-        workflow.set_current_details(self.details())
+        workflow.set_current_details(current_details(self.state, self.amount, self.waiting_for))
         try:
             await workflow.wait_condition(
                 lambda: self._unpark(ready()), timeout=timeout, timeout_summary=summary
@@ -149,9 +204,10 @@ class Run:
             self.waiting = False
         return ready
 
-    @contextlib.contextmanager
-    def calling_out(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def calling_out(self) -> AsyncIterator[None]:
         """Around a provider call: the run waits on the world, as when parked."""
+        await self.flush()
         self.waiting = True
         try:
             yield
@@ -181,21 +237,25 @@ class Run:
                 data=data or {},
             )
         )
-        workflow.set_current_details(self.details())
+        workflow.set_current_details(current_details(self.state, self.amount, self.waiting_for))
+        entry = TransitionInput(
+            refund_id=state.refund_id,
+            status=state.status,
+            stage=state.stage,
+            kind=kind,
+            message=message,
+            actor=actor,
+            at=now,
+            seq=len(state.timeline) - 1,
+            data=data or {},
+            notifications=notify or [],
+        )
+        if self.batched:
+            self.write(DbStep(transition=entry))
+            return
         await workflow.execute_local_activity_method(
             RefundActivities.record_transition,
-            TransitionInput(
-                refund_id=state.refund_id,
-                status=state.status,
-                stage=state.stage,
-                kind=kind,
-                message=message,
-                actor=actor,
-                at=now,
-                seq=len(state.timeline) - 1,
-                data=data or {},
-                notifications=notify or [],
-            ),
+            entry,
             start_to_close_timeout=DB_STEP,
             summary=f"{kind}: {state.status.value}",
         )
@@ -213,7 +273,8 @@ class Run:
         notify: list[Notification] | None = None,
     ) -> None:
         self.state.status = status
-        self._upsert_search_attributes()
+        if not self.batched:  # batched: upserted once, at the flush
+            self._upsert_search_attributes()
         telemetry.status_changed(status.value, self.inp.merchant_id)
         await self.record(kind, message, actor=actor, data=data, notify=notify)
 
@@ -255,12 +316,16 @@ class Run:
     ) -> None:
         """End the refund. ``release`` gives back what it still holds (never what it paid)."""
         if release and self.state.quote is not None:
-            await workflow.execute_local_activity_method(
-                RefundActivities.release_reservation,
-                ReleaseInput(refund_id=self.state.refund_id, at=workflow.now()),
-                start_to_close_timeout=DB_STEP,
-                summary="release the reservation",
-            )
+            release_input = ReleaseInput(refund_id=self.state.refund_id, at=workflow.now())
+            if self.batched:
+                self.write(DbStep(release=release_input))
+            else:
+                await workflow.execute_local_activity_method(
+                    RefundActivities.release_reservation,
+                    release_input,
+                    start_to_close_timeout=DB_STEP,
+                    summary="release the reservation",
+                )
         self.state.stage = Stage.DONE
         await self.transition(status, kind, message, actor=actor, data=data, notify=notify)
 
@@ -321,6 +386,7 @@ class Run:
     async def delivered(self) -> None:
         """Wait for notice delivery before the run ends or continues as new. Delivery gives up
         on its own after its last attempt (recording the failure), so this always ends."""
+        await self.flush()
         while self._delivery is not None:
             # The activity records its own failures; a lost notice is not a lost refund.
             with contextlib.suppress(ActivityError):
@@ -329,26 +395,7 @@ class Run:
             if self._deliver_again:
                 self._deliver()
 
-    # ------------------------------------------------------------------ details
-    def details(self) -> str:
-        """What the Temporal UI shows as the run's current details."""
-        state = self.state
-        lines = [f"**{state.status.value}** at stage `{state.stage.value}`"]
-        if state.quote is not None:
-            lines.append(f"amount {self.amount(self.quote.total)}")
-        if state.stage is Stage.APPROVAL:
-            lines.append(f"approvals {len(state.current_approvals())}/{state.approvers_required}")
-        if state.payouts:
-            latest = state.latest_payouts()
-            done = sum(p.status is PayoutStatus.SETTLED for p in latest)
-            lines.append(f"payouts settled {done}/{len(latest)}")
-        if state.expected_by:
-            lines.append(f"expected by {state.expected_by}")
-        pending = [p for p in state.latest_payouts() if p.status is PayoutStatus.PENDING]
-        if pending and pending[0].due_at is not None:
-            lines.append(f"installment {pending[0].installment} due {pending[0].due_at.date()}")
-        if state.status is RefundStatus.NEEDS_ATTENTION:
-            lines.append(f"needs attention: {state.escalation_reason}")
-        if self.waiting_for:
-            lines.append(f"waiting for {self.waiting_for}")
-        return "\n\n".join(lines)
+
+def _kinds(steps: list[DbStep]) -> str:
+    """A batch's summary: its timeline entries, or what else it writes."""
+    return ", ".join(s.transition.kind for s in steps if s.transition) or "payout records"

@@ -12,9 +12,11 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.activities import decisions
     from refundflow.activities.contracts import (
         ArrivalInput,
+        DbStep,
         RecordPayoutInput,
         RequoteInput,
         ReserveInput,
+        ReserveResult,
     )
     from refundflow.activities.refund import RefundActivities
     from refundflow.domain.calendar import ArrivalPlan
@@ -42,6 +44,11 @@ async def reserve(run: Run) -> bool:
         start_to_close_timeout=DB_STEP,
         summary=f"reserve {run.amount(run.quote.total)}",
     )
+    return await reserved(run, result)
+
+
+async def reserved(run: Run, result: ReserveResult) -> bool:
+    """The reservation's outcome: a refund that would take more than is left ends here."""
     if not result.ok:
         await run.finish(
             RefundStatus.REJECTED,
@@ -105,16 +112,21 @@ async def plan_arrival(run: Run, routes: list[PaymentMethod], *, widen: bool = T
 async def save_payout(run: Run, record: PayoutRecord, charges: dict[str, int]) -> None:
     """Our record of a payout, before it is sent (its key registered) and after each answer.
     Settling consumes ``charges`` from the refund's holds."""
-    step = (
-        RefundActivities.register_payout
-        if record.status is PayoutStatus.PENDING
-        else RefundActivities.record_payout
+    pending = record.status is PayoutStatus.PENDING
+    write = RecordPayoutInput(
+        refund_id=run.state.refund_id,
+        # A copy: the batch is written later, the record may change meanwhile.
+        record=record.model_copy(),
+        charges=charges,
+        at=workflow.now(),
     )
+    if run.batched:
+        run.write(DbStep(register_payout=write) if pending else DbStep(record_payout=write))
+        return
+    step = RefundActivities.register_payout if pending else RefundActivities.record_payout
     await workflow.execute_local_activity_method(
         step,
-        RecordPayoutInput(
-            refund_id=run.state.refund_id, record=record, charges=charges, at=workflow.now()
-        ),
+        write,
         start_to_close_timeout=DB_STEP,
         summary=f"{record.key} {record.status.value}",
     )

@@ -145,7 +145,7 @@ async def send(run: Run, record: PayoutRecord) -> PayoutStatus:
     await money.save_payout(run, record, charges(run, record))
     _rematch(run, record)
     try:
-        with run.calling_out():
+        async with run.calling_out():
             result = await workflow.execute_activity_method(
                 RefundActivities.send_payout,
                 payout_call(run, record),
@@ -250,7 +250,7 @@ async def poll_open_payouts(run: Run) -> None:
     for record in run.state.latest_payouts():
         if record.status is not PayoutStatus.ACCEPTED:
             continue
-        with run.calling_out():
+        async with run.calling_out():
             result = await workflow.execute_activity_method(
                 RefundActivities.query_payout,
                 payout_call(run, record),

@@ -11,6 +11,8 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.activities.contracts import (
         Notification,
         ReserveInput,
+        ReserveResult,
+        ReviewAndReserveInput,
         ReviewInput,
     )
     from refundflow.activities.refund import RefundActivities
@@ -25,38 +27,53 @@ from refundflow.workflows.refund.effects import DB_STEP, Run
 async def review(run: Run) -> None:
     """Load what the refund is about and decide: reject, or accept with the plan of stages."""
     state, request = run.state, run.inp.request
-    result = await workflow.execute_local_activity_method(
-        RefundActivities.review_refund,
-        ReviewInput(
-            refund_id=state.refund_id,
-            merchant_id=run.inp.merchant_id,
-            order_id=run.inp.order_id,
-            request=request,
-            as_of=workflow.now(),
-            fx_rate=run.inp.fx_rate,
-        ),
-        start_to_close_timeout=DB_STEP,
-        summary="review against order, policy and prior refunds",
+    review_input = ReviewInput(
+        refund_id=state.refund_id,
+        merchant_id=run.inp.merchant_id,
+        order_id=run.inp.order_id,
+        request=request,
+        as_of=workflow.now(),
+        fx_rate=run.inp.fx_rate,
     )
+    reserved: ReserveResult | None = None
+    if run.batched:
+        # The entry, the review and the refund's row (with its hold) in one local activity.
+        await run.transition(RefundStatus.UNDER_REVIEW, "review_started", "review started")
+        both = await workflow.execute_local_activity_method(
+            RefundActivities.review_and_reserve,
+            ReviewAndReserveInput(review=review_input, steps=run.take_steps()),
+            start_to_close_timeout=DB_STEP,
+            summary="review against order, policy and prior refunds; reserve",
+        )
+        result, reserved = both.review, both.reserved
+    else:
+        result = await workflow.execute_local_activity_method(
+            RefundActivities.review_refund,
+            review_input,
+            start_to_close_timeout=DB_STEP,
+            summary="review against order, policy and prior refunds",
+        )
     run.loaded, decision = result.context, result.decision
-    await run.transition(RefundStatus.UNDER_REVIEW, "review_started", "review started")
+    if reserved is None:
+        await run.transition(RefundStatus.UNDER_REVIEW, "review_started", "review started")
     if decision.outcome is ReviewOutcome.REJECT or decision.quote is None:
         reasons = [r.value for r in decision.reasons]
-        # Every refund has its row, a rejected one too: clients list and read it.
-        await workflow.execute_local_activity_method(
-            RefundActivities.reserve_refund,
-            ReserveInput(
-                refund_id=state.refund_id,
-                request=request,
-                order=run.context.order,
-                quote=None,
-                policy_version=run.context.policy.version,
-                status=RefundStatus.REJECTED,
-                at=workflow.now(),
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary="record the rejected refund",
-        )
+        if reserved is None:
+            # Every refund has its row, a rejected one too: clients list and read it.
+            await workflow.execute_local_activity_method(
+                RefundActivities.reserve_refund,
+                ReserveInput(
+                    refund_id=state.refund_id,
+                    request=request,
+                    order=run.context.order,
+                    quote=None,
+                    policy_version=run.context.policy.version,
+                    status=RefundStatus.REJECTED,
+                    at=workflow.now(),
+                ),
+                start_to_close_timeout=DB_STEP,
+                summary="record the rejected refund",
+            )
         await run.finish(
             RefundStatus.REJECTED,
             "rejected",
@@ -74,7 +91,8 @@ async def review(run: Run) -> None:
     state.supplier_check = decision.supplier_check
     state.customer_confirmation = decision.customer_confirmation
     state.tags = sorted(set(decision.tags))
-    if not await money.reserve(run):
+    held = await (money.reserve(run) if reserved is None else money.reserved(run, reserved))
+    if not held:
         return
     await run.transition(
         RefundStatus.UNDER_REVIEW,

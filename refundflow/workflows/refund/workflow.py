@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from refundflow.activities.contracts import (
         ApprovalInput,
+        DbStep,
         RefundWorkflowInput,
     )
     from refundflow.activities.refund import RefundActivities
@@ -137,16 +138,18 @@ class RefundWorkflow:
             comment=msg.comment,
         )
         self.state.approvals.append(record)  # before any await: a racing duplicate is refused
-        await workflow.execute_local_activity_method(
-            RefundActivities.record_approval,
-            ApprovalInput(
-                refund_id=self.state.refund_id,
-                requested_by=self.state.requested_by,
-                approval=record,
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary=f"record {msg.decision.lower()} by {msg.approver_id}",
+        approval = ApprovalInput(
+            refund_id=self.state.refund_id, requested_by=self.state.requested_by, approval=record
         )
+        if self.refund.batched:
+            self.refund.write(DbStep(approval=approval))
+        else:
+            await workflow.execute_local_activity_method(
+                RefundActivities.record_approval,
+                approval,
+                start_to_close_timeout=DB_STEP,
+                summary=f"record {msg.decision.lower()} by {msg.approver_id}",
+            )
         verb = "approved" if msg.decision == "APPROVE" else "rejected"
         await self.refund.record(
             "decision",
@@ -158,6 +161,7 @@ class RefundWorkflow:
                 "quote": record.quote_fingerprint,
             },
         )
+        await self.refund.flush()  # the approval and its entry, whether the run wakes or not
         got = len(self.state.current_approvals())
         return await self._answer(lambda: True, f"{got}/{self.state.approvers_required} approvals")
 

@@ -1,0 +1,170 @@
+"""The database writes of a refund run, each in the caller's transaction: one per local activity
+for runs recorded before batching, or a run's whole batch in one (:class:`DbStep`).
+
+Every write is safe to run twice (a local activity is retried if the worker dies after the
+commit and before its result is recorded): audit and outbox rows carry the timeline index of
+their entry, and the repositories treat a repeated payout key, release or approval as the same.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from refundflow.activities.contracts import (
+    ApprovalInput,
+    DbStep,
+    RecordPayoutInput,
+    ReleaseInput,
+    TransitionInput,
+)
+from refundflow.db.models import AuditEventRow, RefundRow
+from refundflow.db.repository import (
+    append_audit,
+    enqueue_outbox,
+    get_payout,
+    post_ledger,
+    record_approval,
+    register_payout_key,
+    release_reservation,
+    set_payout_status,
+    settle_payout,
+)
+from refundflow.domain.orders import PaymentMethod
+from refundflow.domain.states import PayoutStatus
+from refundflow.gateways.balance import refunds_account
+
+
+def write_steps(session: Session, steps: list[DbStep]) -> None:
+    for step in steps:
+        if step.transition is not None:
+            write_transition(session, step.transition)
+        elif step.register_payout is not None:
+            write_payout_key(session, step.register_payout)
+        elif step.record_payout is not None:
+            write_payout(session, step.record_payout)
+        elif step.release is not None:
+            write_release(session, step.release)
+        elif step.approval is not None:
+            write_approval(session, step.approval)
+
+
+def write_transition(session: Session, inp: TransitionInput) -> None:
+    """The timeline entry's audit row and notices, and the refund row's status. Reads no row:
+    two indexed lookups by the entry's index, and an update that matches only a changed
+    status."""
+    # An Update's entry and the run loop's may reach the database in either order: the row
+    # keeps the status of the run's latest entry.
+    if not _recorded(session, inp, later=True):
+        session.execute(
+            update(RefundRow)
+            .where(col(RefundRow.refund_id) == inp.refund_id)
+            .where(col(RefundRow.status) != inp.status.value)
+            .values(status=inp.status.value, updated_at=inp.at)
+        )
+    if _recorded(session, inp, later=False):
+        return  # a retry after the commit: the event and its notices exist
+    data = {**inp.data, "seq": inp.seq, "message": inp.message}
+    data |= {"status": inp.status.value, "stage": inp.stage.value}
+    append_audit(
+        session, refund_id=inp.refund_id, kind=inp.kind, actor=inp.actor, data=data, at=inp.at
+    )
+    for note in inp.notifications:
+        enqueue_outbox(
+            session,
+            refund_id=inp.refund_id,
+            channel=note.channel,
+            template=note.template,
+            locale=note.locale,
+            payload=note.params,
+            at=inp.at,
+        )
+
+
+def _recorded(session: Session, inp: TransitionInput, *, later: bool) -> bool:
+    """Whether the refund has an entry after this one (``later``), or this one itself."""
+    seq = col(AuditEventRow.data)["seq"].as_integer()
+    statement = select(AuditEventRow.id).where(col(AuditEventRow.refund_id) == inp.refund_id)
+    if later:
+        statement = statement.where(seq > inp.seq)
+    else:
+        statement = statement.where(col(AuditEventRow.kind) == inp.kind, seq == inp.seq)
+    return session.exec(statement.limit(1)).first() is not None
+
+
+def write_payout_key(session: Session, inp: RecordPayoutInput) -> None:
+    record = inp.record
+    register_payout_key(
+        session,
+        payout_key=record.key,
+        refund_id=inp.refund_id,
+        seq=record.seq,
+        generation=record.generation,
+        route=record.route.value,
+        amount=record.amount,
+        currency=record.payout_currency,
+        at=inp.at,
+    )
+
+
+def write_payout(session: Session, inp: RecordPayoutInput) -> None:
+    record = inp.record
+    row = get_payout(session, payout_key=record.key)
+    if row is None or row.status == PayoutStatus.SETTLED.value:
+        return
+    if record.status is not PayoutStatus.SETTLED:
+        set_payout_status(
+            session,
+            payout_key=record.key,
+            status=record.status,
+            provider_ref=record.provider_ref,
+            at=inp.at,
+        )
+        return
+    settle_payout(
+        session,
+        payout_key=record.key,
+        charges=inp.charges,
+        provider_ref=record.provider_ref,
+        at=inp.at,
+    )
+    # The two columns the posting needs, not the row with its quote and sealed contact.
+    refund = session.exec(
+        select(RefundRow.merchant_id, RefundRow.currency).where(
+            col(RefundRow.refund_id) == inp.refund_id
+        )
+    ).first()
+    by_gateway = record.route is PaymentMethod.BALANCE and record.code != "MARKED_SETTLED"
+    if refund is not None and not by_gateway:
+        merchant_id, currency = refund
+        # The balance gateway books its own wallet posting when it pays; a payout ops
+        # settled by hand was paid outside every gateway.
+        post_ledger(
+            session,
+            posting_id=f"settle:{record.key}",
+            entries=[
+                (refunds_account(merchant_id), record.amount),
+                (f"clearing:{record.route.value}", -record.amount),
+            ],
+            currency=currency,
+            refund_id=inp.refund_id,
+            memo=f"payout {record.key} settled",
+            at=inp.at,
+        )
+
+
+def write_release(session: Session, inp: ReleaseInput) -> None:
+    release_reservation(session, refund_id=inp.refund_id, at=inp.at)  # none held: none released
+
+
+def write_approval(session: Session, inp: ApprovalInput) -> None:
+    approval = inp.approval
+    record_approval(
+        session,
+        refund_id=inp.refund_id,
+        approver_id=approval.approver_id,
+        decision=approval.decision,
+        quote_fingerprint=approval.quote_fingerprint,
+        comment=approval.comment,
+        at=approval.at,
+    )
