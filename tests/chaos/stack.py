@@ -33,13 +33,13 @@ from refundflow.crypto import new_key_entry
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.devstack.ports import free_ports
+from refundflow.devstack.processes import Processes
 from refundflow.devstack.simulators.core import SimLedger
 from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
 from refundflow.workflows.search_attributes import dev_server_flags
-from tests.chaos.processes import Processes
 from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
-from tests.ports import free_ports
 
 BIN = Path(sys.executable).parent
 MERCHANT = "chaos"

@@ -129,8 +129,8 @@ async def seeded_run(count: int, loads: int) -> InboxTiming:
     from refundflow.api.app import create_app
     from refundflow.db.engine import make_engine
     from refundflow.db.migrate import upgrade
+    from refundflow.devstack.ports import free_port
     from refundflow.settings import Settings
-    from tests.ports import free_port
 
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'bench.db'}"

@@ -1,6 +1,6 @@
-"""Child processes a fault test starts, kills and restarts: each in a process group of its own
-(so a kill reaches whatever it started too), logging to a file, and all stopped at the end
-whatever happened."""
+"""Child processes a fault test or the bench starts, kills and restarts: each in a process
+group of its own (so a kill reaches whatever it started too), logging to a file, and all
+stopped at the end whatever happened."""
 
 from __future__ import annotations
 
