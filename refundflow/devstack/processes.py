@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from refundflow.workflows.search_attributes import dev_server_flags
+
 _GRACE_S = 15.0
 
 
@@ -40,6 +42,9 @@ class Processes:
     def alive(self, name: str) -> bool:
         process = self._running.get(name)
         return process is not None and process.poll() is None
+
+    def pid(self, name: str) -> int:
+        return self._running[name].pid
 
     def environment(self, name: str) -> dict[str, str]:
         """The environment the running process ``name`` was started with, as the kernel has it."""
@@ -82,3 +87,18 @@ class Processes:
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
+
+
+def temporal_dev_server_args(
+    binary: str, *, port: int, http_port: int, db_file: Path, search_attributes: bool = True
+) -> list[str]:
+    """A headless Temporal dev server on 127.0.0.1 keeping its state in ``db_file`` (WAL, so a
+    kill loses nothing committed); with refundflow's search attributes unless
+    ``search_attributes`` is False (a real cluster has none until ``refundflow setup``)."""
+    return [
+        *(binary, "server", "start-dev", "--ip", "127.0.0.1", "--headless"),
+        *("--port", str(port), "--http-port", str(http_port), "--db-filename", str(db_file)),
+        *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
+        *("--log-level", "error"),
+        *(dev_server_flags() if search_attributes else []),
+    ]

@@ -34,11 +34,10 @@ from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
 from refundflow.devstack.ports import free_ports
-from refundflow.devstack.processes import Processes
+from refundflow.devstack.processes import Processes, temporal_dev_server_args
 from refundflow.devstack.simulators.core import SimLedger
 from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
-from refundflow.workflows.search_attributes import dev_server_flags
 from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
 
 BIN = Path(sys.executable).parent
@@ -173,15 +172,14 @@ class ChaosStack:
         await self._wait_api()
 
     def start_temporal(self) -> None:
-        args = [
-            *(str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--headless"),
-            *("--port", str(self.temporal_port), "--http-port", str(self.temporal_http_port)),
-            *("--db-filename", str(self.root / "temporal.db")),
-            *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
-            *("--log-level", "error"),
+        args = temporal_dev_server_args(
+            str(BIN / "temporal"),
+            port=self.temporal_port,
+            http_port=self.temporal_http_port,
+            db_file=self.root / "temporal.db",
             # A real cluster knows nothing of refundflow until `refundflow setup` has run.
-            *([] if self.production else dev_server_flags()),
-        ]
+            search_attributes=not self.production,
+        )
         self.processes.start("temporal", args)
 
     def _create_namespace(self) -> None:
