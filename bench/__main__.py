@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -107,9 +108,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+async def run_stoppable(args: argparse.Namespace) -> dict[str, Any]:
+    """``run``, cancelled by SIGTERM or SIGINT so the stack's processes are stopped (a shell
+    running the bench in the background ignores SIGINT for it)."""
+    task = asyncio.create_task(run(args))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    return await task
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = options(argv)
-    results = asyncio.run(run(args))
+    results = asyncio.run(run_stoppable(args))
     path = report.write(results, args.results)
     report.print_summary(results)
     print(f"results: {path}")

@@ -4,6 +4,7 @@ refunds per second still get paid, and how long the approver inbox takes to load
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -30,14 +31,17 @@ async def scale_figures(
     rss_empty = {name: u.rss_mb for name, u in stack.usage().items()}
     batch = new_batch(stack, open_refunds, amount=LARGE)
     began = time.monotonic()
+    waiting = asyncio.create_task(
+        wait_for(stack, batch, ("AWAITING_APPROVAL",), patience_s=_SEED_PATIENCE_S)
+    )
     await via_client(stack, batch)
-    await wait_for(stack, batch, ("AWAITING_APPROVAL",), patience_s=_SEED_PATIENCE_S)
+    await waiting
     opened_s = time.monotonic() - began
     rss_open = {name: u.rss_mb for name, u in stack.usage().items()}
-    waiting = batch.refund_ids()
-    read_s, fingerprints = await _reads(stack, waiting[:reads])
+    opened = batch.refund_ids()
+    read_s, fingerprints = await _reads(stack, opened[:reads])
     open_round, _ = await refund_round(stack, "refunds_http", refunds)
-    approve = waiting[-approvals:]
+    approve = opened[-approvals:]
     approval_s = await _approvals(stack, approve, fingerprints)
     inbox = await measure_inbox(stack.api_url, stack.keys["approver"], loads=inbox_loads)
     empty_rate = summary(empty.of("refunds_http"))["per_s"]

@@ -23,6 +23,7 @@ from refundflow.workflows.client import workflow_id
 
 KINDS = ("baseline_remote", "baseline_local", "refunds_client", "refunds_http")
 _PATIENCE_S = 900.0
+_QUIET_CHECKS = 60
 
 
 @dataclass
@@ -50,8 +51,10 @@ async def refund_round(stack: BenchStack, kind: str, count: int) -> tuple[Round,
     batch = new_batch(stack, count, amount=SMALL)
     start = via_client if kind == "refunds_client" else via_http
     before, began = stack.usage(), time.monotonic()
+    # Watched from the first start, so each refund's time ends when it got there.
+    watching = asyncio.create_task(wait_for_refunds(stack, batch, SETTLED, patience_s=_PATIENCE_S))
     await start(stack, batch)
-    await wait_for_refunds(stack, batch, SETTLED, patience_s=_PATIENCE_S)
+    await watching
     seconds = time.monotonic() - began
     spent = cpu_spent(before, stack.usage())
     made = Round(kind, count, seconds, spent, batch.call_s, batch.reached_s, batch.stuck)
@@ -64,7 +67,7 @@ async def baseline_round(stack: BenchStack, kind: str, count: int) -> Round:
     tag = uuid.uuid4().hex[:8]
     call_s: list[float] = []
     reached_s: list[float] = []
-    finishing: list[Awaitable[None]] = []
+    finishing: list[asyncio.Task[None]] = []
 
     async def start(name: str) -> None:
         began = time.monotonic()
@@ -75,7 +78,8 @@ async def baseline_round(stack: BenchStack, kind: str, count: int) -> Round:
             await handle.result()
             reached_s.append(time.monotonic() - began)
 
-        finishing.append(finish())
+        # Awaited from now on, so each run's time ends when its result came.
+        finishing.append(asyncio.create_task(finish()))
 
     before, began = stack.usage(), time.monotonic()
     await at_concurrency([f"base-{tag}-{n}" for n in range(count)], start)
@@ -157,9 +161,19 @@ def api_overhead(result: Rounds) -> dict[str, Any]:
 
 
 async def history_figures(stack: BenchStack, refund_id: str) -> dict[str, Any]:
-    """Events and bytes of one happy-path refund's history, up to the settled state."""
+    """Events and bytes of one happy-path refund's history, up to the settled state and what
+    follows it at once (the customer's notices), once the run has settled into its wait."""
     client = await stack.client()
-    history = await client.get_workflow_handle(workflow_id(refund_id)).fetch_history()
+    handle = client.get_workflow_handle(workflow_id(refund_id))
+    length = -1
+    for _ in range(_QUIET_CHECKS):
+        described = await handle.describe()
+        busy = described.raw_description.pending_activities
+        if not busy and described.history_length == length:
+            break
+        length = described.history_length
+        await asyncio.sleep(0.5)
+    history = await handle.fetch_history()
     by_type: dict[str, dict[str, int]] = {}
     for event in history.events:
         name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()
