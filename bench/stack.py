@@ -22,7 +22,11 @@ from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
 from refundflow.devstack.ports import free_ports
-from refundflow.devstack.processes import Processes, temporal_dev_server_args
+from refundflow.devstack.processes import (
+    Processes,
+    temporal_dev_server_args,
+    wait_for_temporal,
+)
 from refundflow.devstack.sandbox import SandboxGateway
 from refundflow.payload_codec import encrypted_data_converter
 from refundflow.settings import Settings
@@ -86,7 +90,7 @@ class BenchStack:
                 )
         # The worker's sandbox ledger: the bench scripts each payout it expects to settle at once.
         self.sandbox = SandboxGateway(path=self.root / "data" / "sandbox-ledger.db")
-        await self._wait_temporal()
+        await wait_for_temporal(self.processes, self.temporal_address)
         refundflow = str(BIN / "refundflow")
         self.processes.start("api", [refundflow, "api", "--port", str(self.api_port)], self.env())
         self.processes.start("worker", [refundflow, "worker"], self.env())
@@ -120,18 +124,6 @@ class BenchStack:
             base_url=self.api_url, headers=headers, timeout=120, limits=limits
         ) as http:
             yield http
-
-    async def _wait_temporal(self) -> None:
-        deadline = time.monotonic() + _READY_S
-        while time.monotonic() < deadline:
-            assert self.processes.alive("temporal"), self.processes.log_tail("temporal")
-            try:
-                client = await Client.connect(self.temporal_address)
-                await client.count_workflows()  # answered only once the shards are loaded
-                return
-            except Exception:  # not listening yet, or still loading its state
-                await asyncio.sleep(0.2)
-        raise RuntimeError("the Temporal server did not come up")
 
     async def _wait_api(self) -> None:
         deadline = time.monotonic() + _READY_S

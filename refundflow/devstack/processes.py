@@ -4,12 +4,16 @@ stopped at the end whatever happened."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from temporalio.client import Client
 
 from refundflow.workflows.search_attributes import dev_server_flags
 
@@ -102,3 +106,21 @@ def temporal_dev_server_args(
         *("--log-level", "error"),
         *(dev_server_flags() if search_attributes else []),
     ]
+
+
+async def wait_for_temporal(
+    processes: Processes, address: str, *, name: str = "temporal", patience_s: float = 120.0
+) -> None:
+    """Until the Temporal server ``name`` started answers on ``address`` with its shards loaded;
+    its log's tail if it dies or takes longer than ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        if not processes.alive(name):
+            raise RuntimeError(f"the Temporal server died:\n{processes.log_tail(name)}")
+        try:
+            client = await Client.connect(address)
+            await client.count_workflows()  # answered only once the shards are loaded
+            return
+        except Exception:  # not listening yet, or still loading its state
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the Temporal server did not come up:\n{processes.log_tail(name)}")

@@ -34,7 +34,11 @@ from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
 from refundflow.devstack.ports import free_ports
-from refundflow.devstack.processes import Processes, temporal_dev_server_args
+from refundflow.devstack.processes import (
+    Processes,
+    temporal_dev_server_args,
+    wait_for_temporal,
+)
 from refundflow.devstack.simulators.core import SimLedger
 from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
@@ -239,16 +243,7 @@ class ChaosStack:
 
     # ------------------------------------------------------------------ waiting for parts
     async def wait_temporal(self) -> None:
-        deadline = time.monotonic() + _READY_S
-        while time.monotonic() < deadline:
-            assert self.processes.alive("temporal"), self.processes.log_tail("temporal")
-            try:
-                client = await Client.connect(self.temporal_address)
-                await client.count_workflows()  # answered only once the shards are loaded
-                return
-            except Exception:  # not listening yet, or still loading its state
-                await asyncio.sleep(0.2)
-        raise AssertionError("the Temporal server did not come up")
+        await wait_for_temporal(self.processes, self.temporal_address, patience_s=_READY_S)
 
     async def _start_simulators(self) -> None:
         configs = self.root / "providers.json"
