@@ -1,6 +1,6 @@
-"""Load the bench puts on the stack: orders, then refunds started at a fixed concurrency through
-the API's own start service with a Temporal client (``via_client``) or over HTTP (``via_http``),
-then the wait until each has reached the state the bench stops the clock at."""
+"""Load the bench puts on the stack: orders, then refunds started by a fixed number of clients
+through the API's own start service with a Temporal client (``via_client``) or over HTTP
+(``via_http``), and the watch for each to reach the state the bench stops the clock at."""
 
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ class Batch:
     reached_s: list[float] = field(default_factory=list)
     """From each start to the state waited for, as the bench saw it (polled every 0.1 s)."""
     stuck: int = 0
+    arrived: dict[str, asyncio.Event] = field(default_factory=dict)
+    """Set when the refund has reached the state waited for (or one it will not leave)."""
+
+    def arrival(self, name: str) -> asyncio.Event:
+        return self.arrived.setdefault(name, asyncio.Event())
 
     def refund_ids(self) -> list[str]:
         return [refund_id_for(MERCHANT, name) for name in self.names]
@@ -115,9 +120,10 @@ async def at_concurrency(
     await asyncio.gather(*(client() for _ in range(min(concurrency, len(items)))))
 
 
-async def via_client(stack: BenchStack, batch: Batch) -> None:
+async def via_client(stack: BenchStack, batch: Batch, *, closed_loop: bool = True) -> None:
     """Each refund started as POST /v1/refunds starts it, in this process: the idempotency
-    claim and the quote in the database, then ``client.start_workflow``."""
+    claim and the quote in the database, then ``client.start_workflow``. In a closed loop
+    each client waits for its refund to arrive (``wait_for``) before starting the next."""
     client = await stack.client()
 
     async def start(name: str) -> None:
@@ -130,11 +136,13 @@ async def via_client(stack: BenchStack, batch: Batch) -> None:
             task_queue=stack.task_queue,
         )
         batch.call_s.append(time.monotonic() - began)
+        if closed_loop:
+            await batch.arrival(name).wait()
 
     await at_concurrency(batch.names, start)
 
 
-async def via_http(stack: BenchStack, batch: Batch) -> None:
+async def via_http(stack: BenchStack, batch: Batch, *, closed_loop: bool = True) -> None:
     async with stack.http() as http:
 
         async def start(name: str) -> None:
@@ -144,6 +152,8 @@ async def via_http(stack: BenchStack, batch: Batch) -> None:
             )
             batch.call_s.append(time.monotonic() - began)
             assert made.status_code == 202, made.text
+            if closed_loop:
+                await batch.arrival(name).wait()
 
         await at_concurrency(batch.names, start)
 
@@ -168,7 +178,9 @@ async def wait_for(
             ).all()
         for refund_id, status in rows:
             if status in statuses:
-                batch.reached_s.append(seen - batch.started_at[pending.pop(refund_id)])
+                name = pending.pop(refund_id)
+                batch.reached_s.append(seen - batch.started_at[name])
+                batch.arrival(name).set()
             elif status in STUCK:
                 batch.stuck += 1
-                pending.pop(refund_id)
+                batch.arrival(pending.pop(refund_id)).set()

@@ -34,7 +34,7 @@ async def scale_figures(
     waiting = asyncio.create_task(
         wait_for(stack, batch, ("AWAITING_APPROVAL",), patience_s=_SEED_PATIENCE_S)
     )
-    await via_client(stack, batch)
+    await via_client(stack, batch, closed_loop=False)  # opened as fast as they start
     await waiting
     opened_s = time.monotonic() - began
     rss_open = {name: u.rss_mb for name, u in stack.usage().items()}
