@@ -30,6 +30,7 @@ from refundflow.devstack.processes import (
 from refundflow.devstack.sandbox import SandboxGateway
 from refundflow.payload_codec import encrypted_data_converter
 from refundflow.settings import Settings
+from refundflow.workflows.search_attributes import dev_server_flags
 
 BIN = Path(sys.executable).parent
 _REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +80,7 @@ class BenchStack:
             port=self.temporal_port,
             http_port=self.temporal_http_port,
             db_file=self.root / "temporal.db",
+            flags=dev_server_flags(),
         )
         self.processes.start("temporal", args)
         upgrade(self.database_url)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from refundflow.workflows.search_attributes import dev_server_flags
-
 _GRACE_S = 15.0
 
 
@@ -94,17 +92,17 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
 
 
 def temporal_dev_server_args(
-    binary: str, *, port: int, http_port: int, db_file: Path, search_attributes: bool = True
+    binary: str, *, port: int, http_port: int, db_file: Path, flags: Sequence[str] = ()
 ) -> list[str]:
     """A headless Temporal dev server on 127.0.0.1 keeping its state in ``db_file`` (WAL, so a
-    kill loses nothing committed); with refundflow's search attributes unless
-    ``search_attributes`` is False (a real cluster has none until ``refundflow setup``)."""
+    kill loses nothing committed), with ``flags`` besides (e.g. refundflow's search attributes,
+    ``refundflow.workflows.search_attributes.dev_server_flags()``)."""
     return [
         *(binary, "server", "start-dev", "--ip", "127.0.0.1", "--headless"),
         *("--port", str(port), "--http-port", str(http_port), "--db-filename", str(db_file)),
         *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
         *("--log-level", "error"),
-        *(dev_server_flags() if search_attributes else []),
+        *flags,
     ]
 
 

@@ -42,6 +42,7 @@ from refundflow.devstack.processes import (
 from refundflow.devstack.simulators.core import SimLedger
 from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
+from refundflow.workflows.search_attributes import dev_server_flags
 from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
 
 BIN = Path(sys.executable).parent
@@ -182,7 +183,7 @@ class ChaosStack:
             http_port=self.temporal_http_port,
             db_file=self.root / "temporal.db",
             # A real cluster knows nothing of refundflow until `refundflow setup` has run.
-            search_attributes=not self.production,
+            flags=[] if self.production else dev_server_flags(),
         )
         self.processes.start("temporal", args)
 
