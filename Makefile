@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck pytest test chaos prod-smoke dev demo clean browser
+.PHONY: install lint format typecheck pytest test chaos prod-smoke bench bench-quick dev demo clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy refundflow tests
+	$(BIN)/mypy refundflow tests bench
 
 pytest: $(STAMP) browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -51,6 +51,15 @@ chaos: $(STAMP)
 PROD_SMOKE_REFUNDS ?= 50
 prod-smoke: $(STAMP)
 	PROD_SMOKE_REFUNDS=$(PROD_SMOKE_REFUNDS) $(BIN)/pytest -q -s tests/prod $(PYTEST_ARGS)
+
+# The performance bench (bench/, docs/performance.md): its own Temporal server, database, worker
+# and API as processes; refunds against a baseline workflow in the same run; results to
+# bench/results/. BENCH_ARGS e.g. `--open 10000` or `--db postgresql`.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick --results $${TMPDIR:-/tmp}/refundflow-bench $(BENCH_ARGS)
 
 # The whole stack on this machine; data in ./data, so a second `make dev` resumes it.
 dev: $(STAMP)

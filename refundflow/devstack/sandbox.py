@@ -204,6 +204,8 @@ class SandboxGateway:
             )
         if outcome.hold:
             raise GatewayTimeout(f"sandbox: scripted timeout after commit for {key}")
+        if outcome.kind == "created":
+            refund = self.ledger.settle_if_due(key)
         return _result(refund)
 
     def _query(self, payout_key: str) -> tuple[SimRefund | None, list[WebhookDue]]:

@@ -25,10 +25,10 @@ from refundflow.api.app import create_app
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.devstack.ports import free_port
 from refundflow.settings import Settings
 from tests.api.conftest import terminate_open_runs
 from tests.payload_keys import DB_KEYRING
-from tests.ports import free_port
 
 pytestmark = pytest.mark.fuzz
 

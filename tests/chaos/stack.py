@@ -33,13 +33,17 @@ from refundflow.crypto import new_key_entry
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.devstack.ports import free_ports
+from refundflow.devstack.processes import (
+    Processes,
+    temporal_dev_server_args,
+    wait_for_temporal,
+)
 from refundflow.devstack.simulators.core import SimLedger
 from refundflow.devstack.simulators.dev import SIMULATORS
 from refundflow.gateways.wechat import out_refund_no
 from refundflow.workflows.search_attributes import dev_server_flags
-from tests.chaos.processes import Processes
 from tests.payload_keys import CONVERTER, PAYLOAD_KEYS
-from tests.ports import free_ports
 
 BIN = Path(sys.executable).parent
 MERCHANT = "chaos"
@@ -173,15 +177,14 @@ class ChaosStack:
         await self._wait_api()
 
     def start_temporal(self) -> None:
-        args = [
-            *(str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--headless"),
-            *("--port", str(self.temporal_port), "--http-port", str(self.temporal_http_port)),
-            *("--db-filename", str(self.root / "temporal.db")),
-            *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
-            *("--log-level", "error"),
+        args = temporal_dev_server_args(
+            str(BIN / "temporal"),
+            port=self.temporal_port,
+            http_port=self.temporal_http_port,
+            db_file=self.root / "temporal.db",
             # A real cluster knows nothing of refundflow until `refundflow setup` has run.
-            *([] if self.production else dev_server_flags()),
-        ]
+            flags=[] if self.production else dev_server_flags(),
+        )
         self.processes.start("temporal", args)
 
     def _create_namespace(self) -> None:
@@ -241,16 +244,7 @@ class ChaosStack:
 
     # ------------------------------------------------------------------ waiting for parts
     async def wait_temporal(self) -> None:
-        deadline = time.monotonic() + _READY_S
-        while time.monotonic() < deadline:
-            assert self.processes.alive("temporal"), self.processes.log_tail("temporal")
-            try:
-                client = await Client.connect(self.temporal_address)
-                await client.count_workflows()  # answered only once the shards are loaded
-                return
-            except Exception:  # not listening yet, or still loading its state
-                await asyncio.sleep(0.2)
-        raise AssertionError("the Temporal server did not come up")
+        await wait_for_temporal(self.processes, self.temporal_address, patience_s=_READY_S)
 
     async def _start_simulators(self) -> None:
         configs = self.root / "providers.json"

@@ -16,8 +16,8 @@ import uvicorn
 from temporalio.testing import WorkflowEnvironment
 
 from refundflow.db.migrate import upgrade
+from refundflow.devstack.ports import free_port
 from tests.api.conftest import Api, serve_api
-from tests.ports import free_port
 
 BIN = Path(sys.executable).parent / "refundflow"
 REFUND = {"items": [{"line_id": "l1", "quantity": 1}], "reason": "LATE_DELIVERY"}

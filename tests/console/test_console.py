@@ -413,7 +413,7 @@ def test_the_api_does_not_start_without_encryption_keys(tmp_path: Path) -> None:
 
 
 async def test_the_inbox_shows_a_page_and_loads_the_rest_on_demand(console: Api) -> None:
-    from tests.console.bench_console import seed_waiting
+    from bench.console_inbox import seed_waiting
 
     console.keys["busy"] = seed_waiting(str(console.engine.url), f"{console.merchant}-busy", 150)
     async with person(console, "busy") as busy:

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from refundflow.db.engine import session_scope
 from refundflow.db.repository import create_api_key
+from refundflow.devstack.ports import free_port
 from refundflow.domain.states import RefundStatus
 from tests.api.conftest import Api
 from tests.browser import artifact
@@ -28,7 +29,6 @@ from tests.console.conftest import (
     wait_status,
 )
 from tests.console.test_console import refusals, status_of
-from tests.ports import free_port
 
 
 @asynccontextmanager

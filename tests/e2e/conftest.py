@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ports import free_ports
+from refundflow.devstack.ports import free_ports
 
 BIN = Path(sys.executable).parent
 

@@ -181,6 +181,13 @@ async def test_settle_after_seconds_by_the_injected_clock(db: Path) -> None:
     assert result.settled_at is not None and result.settled_at.timestamp() == clock.now
 
 
+async def test_a_seconds_0_rule_settles_while_answering(gw: SandboxGateway) -> None:
+    gw.script("r-1", [("ok", "seconds:0")])
+    answered = await gw.refund(ins())
+    assert answered.status is SETTLED and answered.settled_at is not None
+    assert (await gw.refund(ins("r-2:1:1"))).status is ACCEPTED  # the default rule: later
+
+
 async def test_never_settles_until_told(gw: SandboxGateway) -> None:
     gw.default_settlement("never")
     await gw.refund(ins())

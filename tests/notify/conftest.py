@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from refundflow.devstack.ports import free_port
 from refundflow.devstack.sms_simulator import ThreadServer, TwilioSimulator
 from refundflow.notify.email import EmailSender
 from refundflow.notify.merchant_webhook import InvalidSignature, verify_merchant_signature
 from refundflow.notify.sms import TwilioSms
 from tests.db.conftest import db_url, engine, postgres_problem  # noqa: F401  (fixtures)
 from tests.payload_keys import DB_KEYRING
-from tests.ports import free_port
 
 UNKNOWN_MAILBOX = "nobody@shop.example"
 WEBHOOK_SECRET = "rfwh_test-secret"

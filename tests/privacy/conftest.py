@@ -15,8 +15,8 @@ from refundflow.codec_server import create_codec_app
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
 from refundflow.db.repository import create_api_key, upsert_merchant
+from refundflow.devstack.ports import free_ports
 from tests.payload_keys import CODEC
-from tests.ports import free_ports
 
 UI_ORIGIN = "http://127.0.0.1:8233"
 

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from refundflow.api.app import create_app, use_gateways
 from refundflow.db.engine import session_scope
 from refundflow.db.models import WebhookEventRow
+from refundflow.devstack.ports import free_port
 from refundflow.devstack.simulators.core import SimLedger, SimRefund
 from refundflow.devstack.simulators.host import SimulatorHost
 from refundflow.domain.orders import PaymentMethod
@@ -26,7 +27,6 @@ from refundflow.domain.states import RefundState
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_provider
 from refundflow.settings import Settings
-from tests.ports import free_port
 from tests.workflows.conftest import ACCOUNT, Stack, open_stack
 
 

@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from refundflow.db.engine import session_scope
 from refundflow.db.models import AuditEventRow, PayoutRow, RefundRow, WebhookEventRow
+from refundflow.devstack.ports import free_port
 from refundflow.devstack.simulators.core import SUCCESS, SimLedger, SimRefund
 from refundflow.devstack.simulators.host import SimulatorHost
 from refundflow.domain.orders import PaymentMethod
@@ -30,7 +31,6 @@ from refundflow.domain.states import PayoutStatus, RefundState, RefundStatus
 from refundflow.gateways.base import Gateway
 from refundflow.gateways.registry import build_provider
 from refundflow.workflows.refund import RefundWorkflow
-from tests.ports import free_port
 from tests.providers.conftest import PROVIDERS, Provider, serve_api
 from tests.workflows.conftest import Stack, open_stack, payment
 

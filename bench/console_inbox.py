@@ -1,10 +1,10 @@
-"""How long the approver inbox takes to load, for bench/ to call (``measure_inbox``) or to run
-alone:
+"""How long the approver inbox takes to load: the bench's scale section calls ``measure_inbox``
+with its refunds waiting for approval; or run alone:
 
-    .venv/bin/python -m tests.console.bench_console --seed 2000
+    .venv/bin/python -m bench.console_inbox --seed 2000
         seeds a fresh SQLite database with 2,000 refunds waiting for approval, serves the app
         over HTTP on this machine, signs in as an approver and times GET /console/inbox;
-    .venv/bin/python -m tests.console.bench_console --base-url http://127.0.0.1:8000 --key K
+    .venv/bin/python -m bench.console_inbox --base-url http://127.0.0.1:8000 --key K
         times a running console (signed in with the approver key K).
 
 The seeded refunds are rows only (the inbox reads only the database: no run is asked), written
@@ -129,8 +129,8 @@ async def seeded_run(count: int, loads: int) -> InboxTiming:
     from refundflow.api.app import create_app
     from refundflow.db.engine import make_engine
     from refundflow.db.migrate import upgrade
+    from refundflow.devstack.ports import free_port
     from refundflow.settings import Settings
-    from tests.ports import free_port
 
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'bench.db'}"

@@ -1,15 +1,19 @@
-"""Child processes a fault test starts, kills and restarts: each in a process group of its own
-(so a kill reaches whatever it started too), logging to a file, and all stopped at the end
-whatever happened."""
+"""Child processes a fault test or the bench starts, kills and restarts: each in a process
+group of its own (so a kill reaches whatever it started too), logging to a file, and all
+stopped at the end whatever happened."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from temporalio.client import Client
 
 _GRACE_S = 15.0
 
@@ -40,6 +44,9 @@ class Processes:
     def alive(self, name: str) -> bool:
         process = self._running.get(name)
         return process is not None and process.poll() is None
+
+    def pid(self, name: str) -> int:
+        return self._running[name].pid
 
     def environment(self, name: str) -> dict[str, str]:
         """The environment the running process ``name`` was started with, as the kernel has it."""
@@ -82,3 +89,36 @@ class Processes:
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
+
+
+def temporal_dev_server_args(
+    binary: str, *, port: int, http_port: int, db_file: Path, flags: Sequence[str] = ()
+) -> list[str]:
+    """A headless Temporal dev server on 127.0.0.1 keeping its state in ``db_file`` (WAL, so a
+    kill loses nothing committed), with ``flags`` besides (e.g. refundflow's search attributes,
+    ``refundflow.workflows.search_attributes.dev_server_flags()``)."""
+    return [
+        *(binary, "server", "start-dev", "--ip", "127.0.0.1", "--headless"),
+        *("--port", str(port), "--http-port", str(http_port), "--db-filename", str(db_file)),
+        *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
+        *("--log-level", "error"),
+        *flags,
+    ]
+
+
+async def wait_for_temporal(
+    processes: Processes, address: str, *, name: str = "temporal", patience_s: float = 120.0
+) -> None:
+    """Until the Temporal server ``name`` started answers on ``address`` with its shards loaded;
+    its log's tail if it dies or takes longer than ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        if not processes.alive(name):
+            raise RuntimeError(f"the Temporal server died:\n{processes.log_tail(name)}")
+        try:
+            client = await Client.connect(address)
+            await client.count_workflows()  # answered only once the shards are loaded
+            return
+        except Exception:  # not listening yet, or still loading its state
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the Temporal server did not come up:\n{processes.log_tail(name)}")

@@ -1,0 +1,51 @@
+"""The bench's quick round (bench/, ``make bench-quick``) runs end to end and every section
+comes out with figures that make sense. No thresholds: speed is judged from the bench's
+ratios, never asserted here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.__main__ import main
+
+
+def _ordered(p: dict[str, float]) -> bool:
+    return p["n"] > 0 and 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+
+
+def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
+    path = main(["--quick", "--results", str(tmp_path)])
+    assert path.parent == tmp_path
+    results = json.loads(path.read_text())
+    assert results["machine"]["cores"] > 0 and results["machine"]["temporal_cli"]
+
+    throughput = results["throughput"]
+    for kind in ("baseline_remote", "baseline_local", "refunds_client", "refunds_http"):
+        figures = throughput[kind]
+        assert figures["workflows"] > 0 and figures["per_s"] > 0, kind
+        assert figures["stuck"] == 0, kind
+        cpu = figures["cpu_s_per_workflow"]
+        runner = "baseline" if kind.startswith("baseline") else "worker"
+        assert cpu[runner] > 0 and cpu["temporal"] > 0, kind
+        assert _ordered(figures["start_to_end"]) and _ordered(figures["start_call"]), kind
+    assert throughput["ratios"] and all(v > 0 for v in throughput["ratios"].values())
+
+    overhead = results["api_overhead"]
+    assert _ordered(overhead["post_refunds"]) and _ordered(overhead["start_workflow"])
+    assert overhead["p50_ratio"] > 0 and overhead["p99_ratio"] > 0
+
+    history = results["history"]
+    assert history["events"] > 0 and history["bytes"] > 0
+    assert sum(t["events"] for t in history["by_type"].values()) == history["events"]
+
+    scale = results["scale"]
+    assert scale["open"] > 0 and scale["opened_per_s"] > 0
+    for process in ("worker", "temporal", "api"):
+        assert scale["rss_mb_open"][process] > 0
+    for latency in ("get_refund", "post_refunds", "approval"):
+        assert _ordered(scale[latency]), latency
+    assert scale["open_vs_empty"] > 0
+    inbox = scale["inbox"]
+    assert inbox["waiting"] == scale["open"] - results["options"]["approvals"]
+    assert 0 < inbox["median_ms"] <= inbox["p90_ms"] and inbox["page_bytes"] > 0
