@@ -1,0 +1,88 @@
+"""The worker runs every workflow in the SDK's sandbox, made cheap to enter but as strict."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from refundflow.activities.refund import RefundActivities
+from refundflow.db.engine import make_engine
+from refundflow.worker import build_worker
+from refundflow.worker_sandbox import PASSTHROUGH, workflow_runner
+from refundflow.workflows.refund import RefundWorkflow
+from tests.payload_keys import DB_KEYRING
+from tests.sandbox_probe import WallClockWorkflow
+
+
+async def test_the_worker_runs_workflows_sandboxed(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'refundflow.db'}")
+    activities = RefundActivities(engine, {}, keyring=DB_KEYRING)
+    worker = build_worker(
+        env.client,
+        activities,
+        task_queue="refunds-config",
+    )
+    config = worker.config()
+    assert isinstance(config["workflow_runner"], SandboxedWorkflowRunner)
+    # The workflow's own modules are never passed through: the sandbox checks them.
+    restrictions = config["workflow_runner"].restrictions
+    assert not restrictions.passthrough_all_modules
+    assert not any(name.startswith("refundflow.workflows.refund") for name in PASSTHROUGH)
+    engine.dispose()
+
+
+async def test_a_nondeterministic_call_in_workflow_code_fails(env: WorkflowEnvironment) -> None:
+    task_queue = f"probe-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[WallClockWorkflow],
+        workflow_runner=workflow_runner(),
+    ):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await env.client.execute_workflow(
+                WallClockWorkflow.run, id=f"probe-{uuid.uuid4().hex}", task_queue=task_queue
+            )
+    assert "Cannot access datetime.datetime.now" in str(failed.value.cause)
+
+
+async def test_each_run_gets_fresh_workflow_modules_compiled_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox still imports the workflow modules anew for every run (a run's module state
+    is its own), from code compiled the first time only."""
+    runner = workflow_runner()
+    definition = workflow._Definition.must_from_class(RefundWorkflow)
+    runner.prepare_workflow(definition)  # whatever this process has not compiled yet
+
+    compiled: list[str] = []
+    compile_source = importlib.machinery.SourceFileLoader.get_code
+
+    def counting(loader: importlib.machinery.SourceFileLoader, fullname: str) -> Any:
+        compiled.append(fullname)
+        return compile_source(loader, fullname)
+
+    monkeypatch.setattr(importlib.machinery.SourceFileLoader, "get_code", counting)
+    executed: list[str] = []
+    exec_module = importlib.machinery.SourceFileLoader.exec_module
+
+    def executing(loader: importlib.machinery.SourceFileLoader, module: Any) -> None:
+        executed.append(module.__name__)
+        exec_module(loader, module)
+
+    monkeypatch.setattr(importlib.machinery.SourceFileLoader, "exec_module", executing)
+    runner.prepare_workflow(definition)
+    runner.prepare_workflow(definition)
+    assert executed.count("refundflow.workflows.refund.workflow") == 2
+    assert compiled == []
