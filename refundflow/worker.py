@@ -62,6 +62,7 @@ class WorkerTuning:
     max_concurrent_activities: int = 50
     max_concurrent_local_activities: int = 50
     workflow_task_pollers: int = 5
+    max_cached_workflows: int = Settings.model_fields["worker_max_cached_workflows"].default
     graceful_shutdown: timedelta = timedelta(seconds=30)
 
     @classmethod
@@ -70,6 +71,7 @@ class WorkerTuning:
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,
             workflow_task_pollers=settings.worker_workflow_task_pollers,
+            max_cached_workflows=settings.worker_max_cached_workflows,
             graceful_shutdown=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
         )
 
@@ -111,6 +113,7 @@ def build_worker(
         max_concurrent_activities=tuning.max_concurrent_activities,
         max_concurrent_local_activities=tuning.max_concurrent_local_activities,
         max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,
+        max_cached_workflows=tuning.max_cached_workflows,
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=tuning.graceful_shutdown,
         deployment_config=deployment,

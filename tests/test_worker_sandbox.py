@@ -16,14 +16,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from refundflow.activities.refund import RefundActivities
 from refundflow.db.engine import make_engine
-from refundflow.worker import build_worker
+from refundflow.worker import WorkerTuning, build_worker
 from refundflow.worker_sandbox import PASSTHROUGH, workflow_runner
 from refundflow.workflows.refund import RefundWorkflow
 from tests.payload_keys import DB_KEYRING
 from tests.sandbox_probe import WallClockWorkflow
 
 
-async def test_the_worker_runs_workflows_sandboxed(
+async def test_the_worker_runs_workflows_sandboxed_with_its_cache_size(
     env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'refundflow.db'}")
@@ -32,9 +32,11 @@ async def test_the_worker_runs_workflows_sandboxed(
         env.client,
         activities,
         task_queue="refunds-config",
+        tuning=WorkerTuning(max_cached_workflows=7),
     )
     config = worker.config()
     assert isinstance(config["workflow_runner"], SandboxedWorkflowRunner)
+    assert config.get("max_cached_workflows") == 7
     # The workflow's own modules are never passed through: the sandbox checks them.
     restrictions = config["workflow_runner"].restrictions
     assert not restrictions.passthrough_all_modules
