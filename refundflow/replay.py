@@ -17,7 +17,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from refundflow.worker import workflow_runner
+from refundflow.worker_sandbox import workflow_runner
 
 DEFAULT_QUERY = "WorkflowType = 'RefundWorkflow' AND ExecutionStatus = 'Running'"
 # The Rust core wraps the reason in a debug dump of its failure struct; this is the reason.

@@ -24,7 +24,6 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from refundflow.activities.decisions import all_decisions
 from refundflow.activities.notify import NotifyActivities
@@ -39,6 +38,7 @@ from refundflow.logs import configure_logging
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import DevOnlySetting, Settings, describe_invalid, get_settings
 from refundflow.tracing import configure_exporter, instrument
+from refundflow.worker_sandbox import workflow_runner
 from refundflow.workflows.outbox import SCHEDULE_ID, OutboxSweepWorkflow, ensure_outbox_schedule
 from refundflow.workflows.refund import RefundWorkflow
 from refundflow.workflows.retention import (
@@ -51,35 +51,8 @@ log = logging.getLogger("refundflow.worker")
 # What a worker runs, and so what `refundflow replay` checks histories against.
 WORKFLOWS: Sequence[type] = (RefundWorkflow, OutboxSweepWorkflow, PersonalDataRetentionWorkflow)
 
-# Pure modules loaded once and shared by every workflow run instead of being re-imported into
-# each sandbox (measured: ~35x the time and ~7x the memory otherwise). The activity modules are
-# here because the run names their activities by method reference; their code never runs in a
-# workflow. The workflow's own modules stay sandboxed: the sandbox checks them.
-PASSTHROUGH = (
-    "refundflow.domain",
-    "refundflow.activities",
-    "refundflow.gateways",
-    "refundflow.db",
-    "refundflow.notify",
-    "refundflow.settings",
-    "refundflow.workflows.search_attributes",
-    "pydantic",
-    "pydantic_core",
-    "babel",
-    "holidays",
-    "iso4217",
-    "yaml",
-    "opentelemetry",
-)
-
-
 # How often a versioned worker that is not current yet looks whether it has been promoted.
 ROUTING_CHECK = timedelta(seconds=30)
-
-
-def workflow_runner() -> SandboxedWorkflowRunner:
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 @dataclass(frozen=True)
@@ -89,6 +62,7 @@ class WorkerTuning:
     max_concurrent_activities: int = 50
     max_concurrent_local_activities: int = 50
     workflow_task_pollers: int = 5
+    max_cached_workflows: int = Settings.model_fields["worker_max_cached_workflows"].default
     graceful_shutdown: timedelta = timedelta(seconds=30)
 
     @classmethod
@@ -97,6 +71,7 @@ class WorkerTuning:
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,
             workflow_task_pollers=settings.worker_workflow_task_pollers,
+            max_cached_workflows=settings.worker_max_cached_workflows,
             graceful_shutdown=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
         )
 
@@ -138,6 +113,7 @@ def build_worker(
         max_concurrent_activities=tuning.max_concurrent_activities,
         max_concurrent_local_activities=tuning.max_concurrent_local_activities,
         max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,
+        max_cached_workflows=tuning.max_cached_workflows,
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=tuning.graceful_shutdown,
         deployment_config=deployment,

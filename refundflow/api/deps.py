@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
 
@@ -19,13 +19,17 @@ from refundflow.db.engine import new_session
 from refundflow.db.repository import verify_api_key
 from refundflow.settings import Settings
 
+# Dependencies that only read what the app holds are coroutines: FastAPI runs a plain function
+# in its thread pool, a hop (and a wait for a free thread under load) for nothing. Those that
+# touch the database stay plain functions, off the event loop.
 
-def get_settings_dep(request: Request) -> Settings:
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -35,7 +39,7 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
         raise ApiError(503, "temporal_unavailable", "the workflow service is not connected yet")
@@ -56,7 +60,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_runs(temporal: TemporalDep, settings: SettingsDep, engine: EngineDep) -> RefundRuns:
+async def get_runs(temporal: TemporalDep, settings: SettingsDep, engine: EngineDep) -> RefundRuns:
     return RefundRuns(
         temporal,
         engine=engine,
@@ -101,10 +105,10 @@ def get_principal(
     return Principal(key_id=row.key_id, merchant_id=row.merchant_id, role=row.role, name=name)
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting keys with one of ``roles`` (admin is always admitted)."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role != "admin" and principal.role not in roles:
             allowed = ", ".join(roles)
             raise ApiError(403, "forbidden", f"role {principal.role} may not do this ({allowed})")

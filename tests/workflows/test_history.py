@@ -18,7 +18,7 @@ from refundflow.domain import calendar
 from refundflow.domain.quote import Deduction
 from refundflow.domain.review import ReviewDecision, ReviewOutcome
 from refundflow.domain.states import ReceiptReport, RefundStatus
-from refundflow.worker import workflow_runner
+from refundflow.worker_sandbox import workflow_runner
 from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
 from tests.conftest import dev_server

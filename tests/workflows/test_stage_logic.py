@@ -54,7 +54,7 @@ from refundflow.domain.states import (
     ReturnInspection,
 )
 from refundflow.gateways.base import PayoutResult
-from refundflow.worker import workflow_runner
+from refundflow.worker_sandbox import workflow_runner
 from refundflow.workflows.refund import RefundWorkflow
 from tests.conftest import time_skipping_server
 from tests.domain import factories
