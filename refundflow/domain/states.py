@@ -70,6 +70,16 @@ class PayoutStatus(StrEnum):
     NOT_FOUND = "not_found"  # a query found no refund under this key
 
 
+class MessageResult(BaseModel):
+    """What an Update of the refund's run answers: whether the message was taken, and the
+    refund's status. Here, not in the workflow module, so the sandbox does not rebuild it for
+    every run."""
+
+    accepted: bool
+    status: RefundStatus
+    detail: str = ""
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -33,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalRecord,
         CancelRequest,
         CustomerConfirmation,
+        MessageResult,
         OpsAction,
         PayoutEvent,
         ReceiptReport,
@@ -58,14 +58,6 @@ _STAGES: dict[Stage, Callable[[Run], Awaitable[None]]] = {
     Stage.PAYOUT: pay,
     Stage.FOLLOW_UP: follow_up,
 }
-
-
-class MessageResult(BaseModel):
-    """What an Update answers: whether the message was taken, and the refund's status."""
-
-    accepted: bool
-    status: RefundStatus
-    detail: str = ""
 
 
 def _refuse(refusal: Refusal | None) -> None:
