@@ -36,6 +36,15 @@ from refundflow.db.repo_messages import (
     webhook_event_recorded,
 )
 from refundflow.db.repo_orders import get_order, tender_balances, upsert_order
+from refundflow.db.repo_payouts import (
+    count_provider_refunds,
+    get_payout,
+    list_approvals,
+    record_approval,
+    register_payout_key,
+    set_payout_status,
+    settle_payout,
+)
 from refundflow.db.repo_personal import (
     PersonalDataAbsent,
     PersonalDataErased,
@@ -47,21 +56,14 @@ from refundflow.db.repo_personal import (
 from refundflow.db.repo_records import account_balance, append_audit, list_audit, post_ledger
 from refundflow.db.repo_refunds import (
     consume_reservation,
-    count_provider_refunds,
     count_recent_refunds,
     create_refund,
-    get_payout,
     get_refund,
-    list_approvals,
     prior_refunds,
-    record_approval,
-    register_payout_key,
     release_reservation,
     requote_refund,
     reservations,
-    set_payout_status,
     set_refund_status,
-    settle_payout,
 )
 
 __all__ = [
