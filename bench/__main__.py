@@ -23,6 +23,7 @@ from sqlalchemy import create_engine
 from bench import report
 from bench.scale import scale_figures
 from bench.stack import BenchStack
+from bench.tasks import workflow_task_figures
 from bench.throughput import api_overhead, history_figures, run_rounds, throughput_figures
 from refundflow.db.engine import normalize_url
 
@@ -92,6 +93,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 results["throughput"] = throughput_figures(rounds)
                 results["api_overhead"] = api_overhead(rounds)
+                results["workflow_tasks"] = await workflow_task_figures(stack.metrics_url)
                 results["history"] = await history_figures(stack, rounds.last_refund)
                 results["scale"] = await scale_figures(
                     stack,

@@ -78,10 +78,12 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     scale = results["scale"]
     ratios.add_row(f"refunds/s with {scale['open']} open vs empty", f"{scale['open_vs_empty']:.3f}")
     console.print(ratios)
-    h, s = results["history"], scale
+    h, s, tasks = results["history"], scale, results["workflow_tasks"]
     empty, opened = s["rss_mb_empty"], s["rss_mb_open"]
     lines = [
         f"history of a happy-path refund: {h['events']} events, {h['bytes']} bytes",
+        f"refund worker's workflow tasks: {tasks['tasks']}, over 200 ms: {tasks['over_200ms']}"
+        f" (slowest bucket: <= {tasks['slowest_bucket_le_ms']} ms)",
         f"{s['open']} open: worker RSS {empty['worker']} -> {opened['worker']} MB,"
         f" server RSS {empty['temporal']} -> {opened['temporal']} MB",
         f"  GET /v1/refunds/{{id}} {_p(s['get_refund'])}",

@@ -45,7 +45,9 @@ class BenchStack:
         self.root = root
         self.database_url = database_url
         self.processes = Processes(root / "logs")
-        self.temporal_port, self.temporal_http_port, self.api_port = free_ports(3)
+        self.temporal_port, self.temporal_http_port, self.api_port, self.metrics_port = free_ports(
+            4
+        )
         self.payload_keys = new_key_entry("bench-payload-1")
         self.encryption_keys = new_key_entry("bench-1")
         self.engine: Engine = make_engine(database_url)
@@ -57,6 +59,11 @@ class BenchStack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The refund worker's Prometheus endpoint."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def temporal_address(self) -> str:
@@ -95,7 +102,8 @@ class BenchStack:
         await wait_for_temporal(self.processes, self.temporal_address)
         refundflow = str(BIN / "refundflow")
         self.processes.start("api", [refundflow, "api", "--port", str(self.api_port)], self.env())
-        self.processes.start("worker", [refundflow, "worker"], self.env())
+        worker_env = self.env() | {"REFUNDFLOW_METRICS_PORT": str(self.metrics_port)}
+        self.processes.start("worker", [refundflow, "worker"], worker_env)
         baseline = [str(BIN / "python"), "-m", "bench.baseline"]
         self.processes.start("baseline", baseline, self.env() | {"PYTHONPATH": str(_REPO)})
         await self._wait_api()

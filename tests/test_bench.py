@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bench.__main__ import main
+from bench.tasks import buckets, task_figures
 
 
 def _ordered(p: dict[str, float]) -> bool:
@@ -35,6 +36,10 @@ def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
     assert _ordered(overhead["post_refunds"]) and _ordered(overhead["start_workflow"])
     assert overhead["p50_ratio"] > 0 and overhead["p99_ratio"] > 0
 
+    tasks = results["workflow_tasks"]
+    assert tasks["tasks"] > 0 and 0 <= tasks["over_200ms"] <= tasks["tasks"]
+    assert tasks["buckets"]["+Inf"] == tasks["tasks"]
+
     history = results["history"]
     assert history["events"] > 0 and history["bytes"] > 0
     assert sum(t["events"] for t in history["by_type"].values()) == history["events"]
@@ -49,3 +54,23 @@ def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
     inbox = scale["inbox"]
     assert inbox["waiting"] == scale["open"] - results["options"]["approvals"]
     assert 0 < inbox["median_ms"] <= inbox["p90_ms"] and inbox["page_bytes"] > 0
+
+
+def test_workflow_task_buckets_add_up_over_label_sets() -> None:
+    exposition = "\n".join(
+        [
+            "# TYPE temporal_workflow_task_execution_latency histogram",
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="A",le="100"} 3',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="A",le="200"} 4',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="A",le="500"} 6',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="A",le="+Inf"} 6',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="B",le="100"} 2',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="B",le="200"} 2',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="B",le="500"} 2',
+            'temporal_workflow_task_execution_latency_bucket{workflow_type="B",le="+Inf"} 2',
+            'temporal_workflow_task_execution_latency_sum{workflow_type="A"} 900',
+        ]
+    )
+    figures = task_figures(buckets(exposition))
+    assert figures["tasks"] == 8 and figures["over_200ms"] == 2
+    assert figures["slowest_bucket_le_ms"] == 500
