@@ -31,15 +31,10 @@ import hmac
 import json
 import secrets
 import threading
-import uuid
-import zlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,40 +44,26 @@ from starlette.types import ASGIApp
 
 from refundflow.devstack.simulators import keys
 from refundflow.devstack.simulators.core import (
-    FAILED,
-    SUCCESS,
     SimLedger,
     SimPayment,
     SimRefund,
     WebhookDue,
 )
+from refundflow.devstack.simulators.paypal_wire import (
+    debug_id,
+    iso,
+    not_found,
+    problem,
+    refund_resource,
+    transmission_headers,
+    unprocessable,
+    webhook_body,
+)
 from refundflow.devstack.simulators.records import refunded_total
 from refundflow.domain.errors import DomainError
-from refundflow.gateways.paypal import (
-    AUTH_ALGO,
-    CERTS_PATH,
-    PayPalConfig,
-    minor_from_value,
-    paypal_value,
-)
+from refundflow.gateways.paypal import CERTS_PATH, PayPalConfig, minor_from_value
 
 REFUND_WINDOW_S = 180 * 86400
-_STATUS = {SUCCESS: "COMPLETED", FAILED: "FAILED"}
-_EVENT = {
-    SUCCESS: ("PAYMENT.CAPTURE.REFUNDED", "completed"),
-    FAILED: ("PAYMENT.REFUND.FAILED", "failed"),
-}
-_ISSUES = {
-    "REFUND_AMOUNT_EXCEEDED": "The refund amount must be less than or equal to the capture"
-    " amount that has not yet been refunded.",
-    "CAPTURE_FULLY_REFUNDED": "The capture has already been fully refunded.",
-    "REFUND_TIME_LIMIT_EXCEEDED": "You are over the time limit to perform a refund on this"
-    " capture.",
-    "REFUND_CAPTURE_CURRENCY_MISMATCH": "Refund must be in the same currency as the capture.",
-    "DECIMALS_NOT_SUPPORTED": "Currency does not support decimals.",
-    "DECIMAL_PRECISION": "The value of the field should not be more than two decimals.",
-    "INVALID_PARAMETER_VALUE": "The value of a field is invalid.",
-}
 
 
 class PayPalSimulator:
@@ -168,61 +149,19 @@ class PayPalSimulator:
         self, refund: SimRefund, *, event_id: str, at: float | None = None
     ) -> tuple[str, dict[str, str], bytes]:
         """The webhook PayPal sends about ``refund``, transmitted at ``at`` (default: now)."""
-        when = _iso(self.ledger.clock() if at is None else at)
-        kind, word = _EVENT.get(refund.status, ("PAYMENT.REFUND.PENDING", "pending"))
-        amount = paypal_value(refund.amount, refund.currency)
-        event = {
-            "id": _webhook_event_id(event_id),
-            "event_version": "1.0",
-            "create_time": when,
-            "resource_type": "refund",
-            "resource_version": "2.0",
-            "event_type": kind,
-            "summary": f"A {amount} {refund.currency} refund is {word}",
-            "resource": self.render(refund),
-            "links": [],
-        }
-        body = json.dumps(event).encode()
-        transmission_id = str(uuid.uuid4())
-        message = f"{transmission_id}|{when}|{self.webhook_id}|{zlib.crc32(body)}"
-        signature = self.identity.private_key.sign(
-            message.encode(), padding.PKCS1v15(), hashes.SHA256()
+        when = iso(self.ledger.clock() if at is None else at)
+        body = webhook_body(refund, self.render(refund), event_id=event_id, when=when)
+        headers = transmission_headers(
+            self.identity,
+            body,
+            when=when,
+            webhook_id=self.webhook_id,
+            cert_url=self.cert_url,
         )
-        headers = {
-            "Content-Type": "application/json",
-            "PAYPAL-TRANSMISSION-ID": transmission_id,
-            "PAYPAL-TRANSMISSION-TIME": when,
-            "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
-            "PAYPAL-CERT-URL": self.cert_url,
-            "PAYPAL-AUTH-ALGO": AUTH_ALGO,
-        }
         return self.notify_url, headers, body
 
     def render(self, refund: SimRefund) -> dict[str, Any]:
-        money = {
-            "currency_code": refund.currency,
-            "value": paypal_value(refund.amount, refund.currency),
-        }
-        zero = {"currency_code": refund.currency, "value": paypal_value(0, refund.currency)}
-        obj: dict[str, Any] = {
-            "id": refund.provider_ref,
-            "amount": money,
-            "seller_payable_breakdown": {
-                "gross_amount": money,
-                "paypal_fee": zero,
-                "net_amount": money,
-            },
-            "invoice_id": refund.extra.get("invoice_id"),
-            "custom_id": refund.extra.get("custom_id"),
-            "note_to_payer": refund.extra.get("note_to_payer"),
-            "status": _STATUS.get(refund.status, "PENDING"),
-            "create_time": _iso(refund.created_at),
-            "update_time": _iso(refund.settled_at or refund.created_at),
-            "links": self._links(refund),
-        }
-        if refund.status == FAILED and refund.code:
-            obj["status_details"] = {"reason": refund.code}
-        return {k: v for k, v in obj.items() if v is not None}
+        return refund_resource(refund, self.base_url)
 
     # ------------------------------------------------------------------ endpoints
     async def _token(self, request: Request) -> Response:
@@ -255,7 +194,7 @@ class PayPalSimulator:
                 "token_type": "Bearer",
                 "app_id": "APP-SIM" + self.client_id[-8:].upper(),
                 "expires_in": self.token_ttl_s,
-                "nonce": _iso(self.ledger.clock()) + secrets.token_hex(8),
+                "nonce": iso(self.ledger.clock()) + secrets.token_hex(8),
             }
         )
 
@@ -266,19 +205,19 @@ class PayPalSimulator:
         with self._lock:
             throttled, self._throttled = self._throttled > 0, max(self._throttled - 1, 0)
         if throttled:
-            return _problem(
+            return problem(
                 429, "RATE_LIMIT_REACHED", "Too many requests. Blocked due to rate limiting."
             )
         capture_id = request.path_params["capture_id"]
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
-            return _problem(
+            return problem(
                 400, "INVALID_REQUEST", "Request is not well-formed.", "MALFORMED_REQUEST_JSON"
             )
         payment = await asyncio.to_thread(self.ledger.payment, capture_id)
         if payment is None and not self.ledger.auto_payments:
-            return _not_found(capture_id)
+            return not_found(capture_id)
         refunds = await asyncio.to_thread(self.ledger.refunds_of, capture_id)
         requested = body.get("amount")
         currency = payment.currency if payment else "USD"
@@ -287,7 +226,7 @@ class PayPalSimulator:
             try:
                 amount = minor_from_value(str(requested.get("value", "")), currency)
             except DomainError as exc:
-                return _unprocessable(exc.code)
+                return unprocessable(exc.code)
         else:
             # No amount: the rest of the capture.
             amount = (payment.amount if payment else 0) - refunded_total(refunds)
@@ -310,11 +249,11 @@ class PayPalSimulator:
             extra=extra,
         )
         if outcome.kind == "transient":
-            return _problem(500, "INTERNAL_SERVER_ERROR", "An internal server error occurred.")
+            return problem(500, "INTERNAL_SERVER_ERROR", "An internal server error occurred.")
         if outcome.kind == "refused":
             if outcome.code == "INVALID_RESOURCE_ID":
-                return _not_found(capture_id)
-            return _unprocessable(outcome.code)
+                return not_found(capture_id)
+            return unprocessable(outcome.code)
         refund = outcome.refund
         assert refund is not None
         minimal = request.headers.get("prefer", "") != "return=representation"
@@ -336,12 +275,12 @@ class PayPalSimulator:
         if refund_no is not None:
             refund = await asyncio.to_thread(self.ledger.query, refund_no)
         if refund is None:
-            return _not_found(ref)
+            return not_found(ref)
         return JSONResponse(self.render(refund))
 
     async def _cert(self, request: Request) -> Response:
         if request.path_params["cert_id"] != self.cert_id:
-            return _not_found(request.path_params["cert_id"])
+            return not_found(request.path_params["cert_id"])
         return Response(self.identity.certificate_pem, media_type="application/x-pem-file")
 
     # ------------------------------------------------------------------ internals
@@ -359,22 +298,7 @@ class PayPalSimulator:
     def _answer(self, refund: SimRefund, status: int, *, minimal: bool) -> Response:
         full = self.render(refund)
         body = {k: full[k] for k in ("id", "status", "links")} if minimal else full
-        return JSONResponse(body, status_code=status, headers={"Paypal-Debug-Id": _debug_id()})
-
-    def _links(self, refund: SimRefund) -> list[dict[str, str]]:
-        capture = refund.extra.get("capture_id", refund.payment_id)
-        return [
-            {
-                "href": f"{self.base_url}/v2/payments/refunds/{refund.provider_ref}",
-                "rel": "self",
-                "method": "GET",
-            },
-            {
-                "href": f"{self.base_url}/v2/payments/captures/{capture}",
-                "rel": "up",
-                "method": "GET",
-            },
-        ]
+        return JSONResponse(body, status_code=status, headers={"Paypal-Debug-Id": debug_id()})
 
 
 def dev_simulator(
@@ -411,48 +335,3 @@ def _make_refs(refund_no: str) -> tuple[str, str]:
     alphabet = "0123456789ABCDEFGHJKLMNPRSTUVWXY"
     ref = "".join(alphabet[(digest >> (5 * i)) & 31] for i in range(17))
     return ref, ref
-
-
-def _webhook_event_id(ledger_event_id: str) -> str:
-    digest = hashlib.sha256(ledger_event_id.encode()).hexdigest().upper()
-    return f"WH-{digest[:17]}-{digest[17:34]}"
-
-
-def _problem(status: int, name: str, message: str, issue: str = "") -> Response:
-    body: dict[str, Any] = {"name": name, "message": message, "debug_id": _debug_id()}
-    if issue:
-        body["details"] = [{"issue": issue, "description": _ISSUES.get(issue, message)}]
-        body["links"] = [
-            {
-                "href": f"https://developer.paypal.com/docs/api/payments/v2/#error-{issue}",
-                "rel": "information_link",
-            }
-        ]
-    return JSONResponse(body, status_code=status)
-
-
-def _unprocessable(issue: str) -> Response:
-    return _problem(
-        422,
-        "UNPROCESSABLE_ENTITY",
-        "The requested action could not be performed, semantically incorrect, or failed"
-        " business validation.",
-        issue,
-    )
-
-
-def _not_found(resource_id: str) -> Response:
-    return _problem(
-        404,
-        "RESOURCE_NOT_FOUND",
-        f"The specified resource ({resource_id}) does not exist.",
-        "INVALID_RESOURCE_ID",
-    )
-
-
-def _debug_id() -> str:
-    return secrets.token_hex(7)
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -26,21 +26,11 @@ the ledger's stale PROCESSING snapshots (``out_of_order``) are not sent.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import datetime as dt
 import json
-import re
-import secrets
-import string
 import uuid
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -50,8 +40,6 @@ from starlette.types import ASGIApp
 
 from refundflow.devstack.simulators.core import (
     FAILED,
-    PROCESSING,
-    SUCCESS,
     SimLedger,
     SimPayment,
     SimRefund,
@@ -59,45 +47,23 @@ from refundflow.devstack.simulators.core import (
     digits_ref,
 )
 from refundflow.devstack.simulators.keys import KeyPair, load_or_create, load_or_create_secret
+from refundflow.devstack.simulators.wechat_wire import (
+    HTTP_STATUS,
+    MESSAGES,
+    RULES,
+    authorization_refusal,
+    compact_json,
+    malformed,
+    new_apiv3_key,
+    notification_body,
+    refund_resource,
+    refund_status,
+    signature_headers,
+)
 from refundflow.gateways.wechat import WechatConfig
 
 DEFAULT_MCHID = "1900000109"
-SCHEME = "WECHATPAY2-SHA256-RSA2048"
 REFUNDS = "/v3/refund/domestic/refunds"
-_CHINA = dt.timezone(dt.timedelta(hours=8))
-_NUMBER = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
-_AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
-_HTTP_STATUS = {
-    "PARAM_ERROR": 400,
-    "INVALID_REQUEST": 400,
-    "MCH_NOT_EXISTS": 400,
-    "SIGN_ERROR": 401,
-    "NO_AUTH": 403,
-    "NOT_ENOUGH": 403,
-    "USER_ACCOUNT_ABNORMAL": 403,
-    "RESOURCE_NOT_EXISTS": 404,
-    "FREQUENCY_LIMITED": 429,
-    "SYSTEM_ERROR": 500,
-}
-_MESSAGES = {
-    "NOT_ENOUGH": "基本账户余额不足，请充值后重新发起",
-    "USER_ACCOUNT_ABNORMAL": "退款请求失败，用户帐号注销",
-    "NO_AUTH": "没有退款权限",
-    "FREQUENCY_LIMITED": "频率限制，请降低频率后重试",
-    "SYSTEM_ERROR": "系统错误",
-    "PARAM_ERROR": "参数错误",
-    "INVALID_REQUEST": "请求参数符合参数格式，但不符合业务规则",
-}
-# Refusals of the ledger check, as (code, message) WeChat gives them.
-_RULES = {
-    "NO_ORDER": ("RESOURCE_NOT_EXISTS", "订单不存在"),
-    "TOTAL": ("INVALID_REQUEST", "订单金额与原订单金额不一致，请核实后再试"),
-    "CURRENCY": ("INVALID_REQUEST", "退款币种与原订单币种不一致"),
-    "WINDOW": ("INVALID_REQUEST", "订单已超过退款期限，无法提交退款"),
-    "COUNT": ("INVALID_REQUEST", "该订单部分退款次数已达上限（50次）"),
-    "FULL": ("INVALID_REQUEST", "订单已全额退款"),
-    "OVER": ("INVALID_REQUEST", "申请退款金额超过订单可退金额"),
-}
 
 
 class WechatSimulator:
@@ -125,7 +91,7 @@ class WechatSimulator:
         self.platform_keys: KeyPair = load_or_create(
             keys_dir, "wechat_platform", common_name="Tenpay.com Root CA"
         )
-        self.apiv3_key = load_or_create_secret(keys_dir / "wechat_apiv3.key", _apiv3_key)
+        self.apiv3_key = load_or_create_secret(keys_dir / "wechat_apiv3.key", new_apiv3_key)
         self.base_url = ""
 
     # ------------------------------------------------------------------ Simulator protocol
@@ -142,7 +108,7 @@ class WechatSimulator:
 
     def webhook_request(self, due: WebhookDue) -> tuple[str, dict[str, str], bytes] | None:
         refund = due.refund
-        if _status(refund) == "PROCESSING":
+        if refund_status(refund) == "PROCESSING":
             return None  # WeChat announces outcomes only.
         if not str(refund.extra.get("notify_url") or self.notify_url):
             return None
@@ -153,48 +119,11 @@ class WechatSimulator:
     ) -> tuple[str, dict[str, str], bytes]:
         """The notification WeChat Pay sends about ``refund``'s outcome, signed at ``at``
         (default: now)."""
-        status = _status(refund)
         url = str(refund.extra.get("notify_url") or self.notify_url)
         payment = self.ledger.payment(refund.payment_id)
-        total = payment.amount if payment else int(refund.extra.get("total", refund.amount))
-        resource: dict[str, Any] = {
-            "mchid": self.mchid,
-            "out_trade_no": _out_trade_no(payment, refund.payment_id),
-            "transaction_id": refund.payment_id,
-            "out_refund_no": refund.refund_no,
-            "refund_id": refund.provider_ref,
-            "refund_status": status,
-            "user_received_account": refund.trace_ref,
-            "amount": {
-                "total": total,
-                "refund": refund.amount,
-                "payer_total": total,
-                "payer_refund": refund.amount,
-            },
-        }
-        if status == "SUCCESS" and refund.settled_at is not None:
-            resource["success_time"] = _rfc3339(refund.settled_at)
-        nonce = secrets.token_hex(6)
-        ciphertext = AESGCM(self.apiv3_key.encode()).encrypt(
-            nonce.encode(), _json(resource), b"refund"
+        body = notification_body(
+            refund, payment, mchid=self.mchid, event_id=event_id, apiv3_key=self.apiv3_key
         )
-        envelope = {
-            "id": event_id,
-            "create_time": _rfc3339(refund.settled_at or refund.created_at),
-            "resource_type": "encrypt-resource",
-            "event_type": f"REFUND.{status}",
-            "summary": {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}[
-                status
-            ],
-            "resource": {
-                "original_type": "refund",
-                "algorithm": "AEAD_AES_256_GCM",
-                "ciphertext": base64.b64encode(ciphertext).decode(),
-                "associated_data": "refund",
-                "nonce": nonce,
-            },
-        }
-        body = _json(envelope)
         stamp = None if at is None else int(at)
         headers = self.signature_headers(body, timestamp=stamp) | {
             "Content-Type": "application/json"
@@ -236,18 +165,7 @@ class WechatSimulator:
     def signature_headers(self, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
         """The platform's signature over ``body``, as WeChat Pay sends it."""
         stamp = str(int(self.ledger.clock()) if timestamp is None else timestamp)
-        nonce = secrets.token_hex(16).upper()
-        message = stamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n"
-        signature = self.platform_keys.private_key.sign(
-            message, padding.PKCS1v15(), hashes.SHA256()
-        )
-        return {
-            "Wechatpay-Timestamp": stamp,
-            "Wechatpay-Nonce": nonce,
-            "Wechatpay-Signature": base64.b64encode(signature).decode(),
-            "Wechatpay-Serial": self.platform_keys.serial_no,
-            "Wechatpay-Signature-Type": SCHEME,
-        }
+        return signature_headers(self.platform_keys, body, stamp)
 
     # ------------------------------------------------------------------ API
     async def _create(self, request: Request) -> Response:
@@ -261,7 +179,7 @@ class WechatSimulator:
                 raise ValueError("not an object")
         except ValueError:
             return self._error("PARAM_ERROR", "请求体不是合法的JSON对象")
-        problem = _malformed(data)
+        problem = malformed(data)
         if problem:
             return self._error("PARAM_ERROR", problem)
         answer, hold = await asyncio.to_thread(self._refund, data)
@@ -327,10 +245,10 @@ class WechatSimulator:
             },
         )
         if outcome.kind == "transient":
-            return self._error("SYSTEM_ERROR", _MESSAGES["SYSTEM_ERROR"]), False
+            return self._error("SYSTEM_ERROR", MESSAGES["SYSTEM_ERROR"]), False
         if outcome.kind == "refused":
-            code, message = _RULES.get(outcome.code, (outcome.code, ""))
-            return self._error(code, message or _MESSAGES.get(code, code)), False
+            code, message = RULES.get(outcome.code, (outcome.code, ""))
+            return self._error(code, message or MESSAGES.get(code, code)), False
         refund = outcome.refund
         assert refund is not None
         if outcome.kind == "existing" and (
@@ -341,78 +259,38 @@ class WechatSimulator:
         return self._respond(200, self._resource(refund)), outcome.hold
 
     def _resource(self, refund: SimRefund) -> dict[str, Any]:
-        payment = self.ledger.payment(refund.payment_id)
-        total = payment.amount if payment else int(refund.extra.get("total", refund.amount))
-        status = _status(refund)
-        resource: dict[str, Any] = {
-            "refund_id": refund.provider_ref,
-            "out_refund_no": refund.refund_no,
-            "transaction_id": refund.payment_id,
-            "out_trade_no": _out_trade_no(payment, refund.payment_id),
-            "channel": "ORIGINAL",
-            "user_received_account": refund.trace_ref,
-            "create_time": _rfc3339(refund.created_at),
-            "status": status,
-            "funds_account": "AVAILABLE",
-            "amount": {
-                "total": total,
-                "refund": refund.amount,
-                "from": [],
-                "payer_total": total,
-                "payer_refund": refund.amount,
-                "settlement_refund": refund.amount,
-                "settlement_total": total,
-                "discount_refund": 0,
-                "currency": refund.currency,
-                "refund_fee": 0,
-            },
-            "promotion_detail": [],
-        }
-        if status == "SUCCESS" and refund.settled_at is not None:
-            resource["success_time"] = _rfc3339(refund.settled_at)
-        return resource
+        return refund_resource(refund, self.ledger.payment(refund.payment_id))
 
     # ------------------------------------------------------------------ signatures
     def _authenticate(self, request: Request, body: bytes) -> Response | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, rest = header.partition(" ")
-        params = dict(_AUTH_PARAM.findall(rest))
-        needed = ("mchid", "nonce_str", "signature", "timestamp", "serial_no")
-        if scheme != SCHEME or any(not params.get(name) for name in needed):
-            return self._error("SIGN_ERROR", "Authorization 头格式错误", signed=False)
-        if params["mchid"] != self.mchid:
-            return self._error("MCH_NOT_EXISTS", "商户号不存在", signed=False)
-        if params["serial_no"] != self.merchant_keys.serial_no:
-            return self._error("SIGN_ERROR", "商户证书序列号有误", signed=False)
-        stamp = params["timestamp"]
-        if not stamp.isdigit() or abs(self.ledger.clock() - int(stamp)) > self.clock_skew_s:
-            return self._error("SIGN_ERROR", "请求时间戳与系统时间相差过大", signed=False)
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         query = request.scope.get("query_string", b"")
         url = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
-        message = (
-            f"{request.method}\n{url}\n{stamp}\n{params['nonce_str']}\n".encode() + body + b"\n"
+        refusal = authorization_refusal(
+            request.headers.get("authorization", ""),
+            method=request.method,
+            url=url,
+            body=body,
+            mchid=self.mchid,
+            merchant_keys=self.merchant_keys,
+            clock=self.ledger.clock,
+            clock_skew_s=self.clock_skew_s,
         )
-        try:
-            self.merchant_keys.public_key.verify(
-                base64.b64decode(params["signature"], validate=True),
-                message,
-                padding.PKCS1v15(),
-                hashes.SHA256(),
-            )
-        except (InvalidSignature, binascii.Error, ValueError):
-            return self._error("SIGN_ERROR", "错误的签名，验签失败", signed=False)
-        return None
+        if refusal is None:
+            return None
+        # WeChat signs only answers to authenticated requests.
+        code, message = refusal
+        return self._error(code, message, signed=False)
 
     def _error(self, code: str, message: str, *, signed: bool = True) -> Response:
-        status = _HTTP_STATUS.get(code, 400)
-        payload = {"code": code, "message": message or _MESSAGES.get(code, code)}
+        status = HTTP_STATUS.get(code, 400)
+        payload = {"code": code, "message": message or MESSAGES.get(code, code)}
         if not signed:
-            return Response(_json(payload), status, media_type="application/json")
+            return Response(compact_json(payload), status, media_type="application/json")
         return self._respond(status, payload)
 
     def _respond(self, status: int, payload: dict[str, Any]) -> Response:
-        body = _json(payload)
+        body = compact_json(payload)
         headers = self.signature_headers(body) | {"Request-ID": uuid.uuid4().hex}
         return Response(body, status, headers=headers, media_type="application/json")
 
@@ -424,51 +302,3 @@ def dev_simulator(
     root = data_dir / "simulators" / "wechat"
     ledger = SimLedger(root / "ledger.db", settlement=settlement, auto_payments=True)
     return WechatSimulator(ledger, keys_dir=root / "keys", notify_url=notify_url)
-
-
-def _malformed(data: dict[str, Any]) -> str:
-    """WeChat's PARAM_ERROR checks on the request body; empty if it is well formed."""
-    number = data.get("out_refund_no")
-    if not isinstance(number, str) or not _NUMBER.fullmatch(number):
-        return "out_refund_no 只能是数字、大小写字母_-|*@，且不超过64个字符"
-    if not data.get("transaction_id") and not data.get("out_trade_no"):
-        return "transaction_id 和 out_trade_no 不能同时为空"
-    amount = data.get("amount")
-    if not isinstance(amount, dict):
-        return "amount 必填"
-    for field in ("refund", "total"):
-        value = amount.get(field)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return f"amount.{field} 必须为正整数（单位：分）"
-    if amount.get("currency", "CNY") != "CNY":
-        return "amount.currency 目前只支持人民币：CNY"
-    if len(str(data.get("reason") or "")) > 80:
-        return "reason 不能超过80个字符"
-    return ""
-
-
-def _status(refund: SimRefund) -> str:
-    if refund.status == SUCCESS:
-        return "SUCCESS"
-    if refund.status == PROCESSING:
-        return "PROCESSING"
-    return "CLOSED" if refund.code == "CLOSED" else "ABNORMAL"
-
-
-def _out_trade_no(payment: SimPayment | None, transaction_id: str) -> str:
-    if payment is not None and payment.extra.get("out_trade_no"):
-        return str(payment.extra["out_trade_no"])
-    return f"ord_{transaction_id[-12:]}"
-
-
-def _rfc3339(at: float) -> str:
-    return dt.datetime.fromtimestamp(int(at), _CHINA).isoformat()
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _apiv3_key() -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(32))
