@@ -8,7 +8,7 @@ CPU seconds (user + system, from /proc) per refund, refunds completed per second
 RSS, and POST /v1/refunds latency at the given concurrency. ``--open N`` then starts N refunds
 that wait for an approver and reports the worker's RSS growth per run it holds in its cache.
 ``--profile out.json`` records the worker with py-spy (GIL holders only, speedscope format
-for ``.json``) during the last timed batch; ``--api-only`` runs no worker and measures the
+for ``.json``, collapsed stacks for ``.txt``) during the last timed batch; ``--api-only`` runs no worker and measures the
 API's PUT+POST CPU and POST latency alone; ``--postgres URL`` uses a fresh database on that
 server instead of SQLite. To compare two builds, run each from its own checkout with
 ``PYTHONPATH`` set to it (the stack's processes inherit it)."""
@@ -151,7 +151,8 @@ async def batch(
         spy = subprocess.Popen(
             [py_spy, "record", "-p", str(worker), "-o", profile]
             + ["--rate", "200", "--nonblocking", "--gil"]
-            + (["--format", "speedscope"] if profile.endswith(".json") else []),
+            + (["--format", "speedscope"] if profile.endswith(".json") else [])
+            + (["--format", "raw"] if profile.endswith(".txt") else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

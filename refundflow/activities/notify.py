@@ -31,7 +31,7 @@ from refundflow.activities.retries import retry_later
 from refundflow.crypto import Keyring
 from refundflow.db.engine import session_scope
 from refundflow.notify.config import NotifyConfig, build_dispatcher
-from refundflow.notify.dispatcher import NotificationDispatcher
+from refundflow.notify.dispatcher import LeasedRound, NotificationDispatcher
 
 log = logging.getLogger(__name__)
 # The run's task waits for the round: slow channels hold it this long at most (the rows they
@@ -77,10 +77,10 @@ class NotifyActivities:
         ``RefundActivities.record_steps``), then one delivery round of the refund's notices:
         one local activity for both, no delivery activity of its own. What fails to deliver
         stays pending for the outbox sweep, which retries it and counts its attempts."""
-        await asyncio.to_thread(self._write, inp)
+        leased = await asyncio.to_thread(self._write, inp)
         try:
             report = await asyncio.wait_for(
-                self.dispatcher.deliver_refund(inp.refund_id), DELIVER_NOW_SECONDS
+                self.dispatcher.deliver_round(leased), DELIVER_NOW_SECONDS
             )
         except Exception as exc:  # written is what counts: the sweep delivers the rest
             log.warning("notices of %s left to the sweep: %r", inp.refund_id, exc)
@@ -89,9 +89,12 @@ class NotifyActivities:
             log.info("notices of %s left to the sweep: %s", inp.refund_id, "; ".join(report.errors))
         return DeliverResult(sent=report.sent, failed=report.failed, pending=report.pending)
 
-    def _write(self, inp: RecordStepsInput) -> None:
+    def _write(self, inp: RecordStepsInput) -> LeasedRound:
+        # The notices are leased in the transaction that writes them: the round starts with
+        # no transaction of its own.
         with session_scope(self.dispatcher.engine) as session:
             write_steps(session, inp.steps)
+            return self.dispatcher.lease_round(session, inp.refund_id)
 
     @activity.defn
     async def sweep_outbox_batch(self, inp: SweepInput) -> SweepResult:

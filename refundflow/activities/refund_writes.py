@@ -36,9 +36,13 @@ from refundflow.gateways.balance import refunds_account
 
 
 def write_steps(session: Session, steps: list[DbStep]) -> None:
+    """A run's batch in order. The timeline entries are checked against the database once for
+    the whole batch, and the refund row's status is set once, by the batch's last entry."""
+    entries = [step.transition for step in steps if step.transition is not None]
+    recorded = _recorded_entries(session, entries)
     for step in steps:
         if step.transition is not None:
-            write_transition(session, step.transition)
+            _write_entry(session, step.transition, recorded)
         elif step.register_payout is not None:
             write_payout_key(session, step.register_payout)
         elif step.record_payout is not None:
@@ -47,23 +51,37 @@ def write_steps(session: Session, steps: list[DbStep]) -> None:
             write_release(session, step.release)
         elif step.approval is not None:
             write_approval(session, step.approval)
+    _set_status(session, entries, recorded)
 
 
 def write_transition(session: Session, inp: TransitionInput) -> None:
-    """The timeline entry's audit row and notices, and the refund row's status. Reads no row:
-    two indexed lookups by the entry's index, and an update that matches only a changed
-    status."""
-    # An Update's entry and the run loop's may reach the database in either order: the row
-    # keeps the status of the run's latest entry.
-    if not _recorded(session, inp, later=True):
-        session.execute(
-            update(RefundRow)
-            .where(col(RefundRow.refund_id) == inp.refund_id)
-            .where(col(RefundRow.status) != inp.status.value)
-            .values(status=inp.status.value, updated_at=inp.at)
-        )
-    if _recorded(session, inp, later=False):
-        return  # a retry after the commit: the event and its notices exist
+    """One timeline entry: its audit row and notices, and the refund row's status."""
+    write_steps(session, [DbStep(transition=inp)])
+
+
+class _Recorded:
+    """The refund's timeline entries in the database from the batch's first index on."""
+
+    def __init__(self, rows: list[tuple[str, int]]) -> None:
+        self.entries = set(rows)
+        self.latest = max((seq for _, seq in rows), default=-1)
+
+
+def _recorded_entries(session: Session, entries: list[TransitionInput]) -> _Recorded:
+    if not entries:
+        return _Recorded([])
+    seq = col(AuditEventRow.data)["seq"].as_integer()
+    statement = select(AuditEventRow.kind, seq).where(
+        col(AuditEventRow.refund_id) == entries[0].refund_id,
+        seq >= min(entry.seq for entry in entries),
+    )
+    return _Recorded([(kind, int(index)) for kind, index in session.exec(statement).all()])
+
+
+def _write_entry(session: Session, inp: TransitionInput, recorded: _Recorded) -> None:
+    """The entry's audit row and notices, unless a retry after the commit finds them."""
+    if (inp.kind, inp.seq) in recorded.entries:
+        return
     data = {**inp.data, "seq": inp.seq, "message": inp.message}
     data |= {"status": inp.status.value, "stage": inp.stage.value}
     append_audit(
@@ -81,15 +99,23 @@ def write_transition(session: Session, inp: TransitionInput) -> None:
         )
 
 
-def _recorded(session: Session, inp: TransitionInput, *, later: bool) -> bool:
-    """Whether the refund has an entry after this one (``later``), or this one itself."""
-    seq = col(AuditEventRow.data)["seq"].as_integer()
-    statement = select(AuditEventRow.id).where(col(AuditEventRow.refund_id) == inp.refund_id)
-    if later:
-        statement = statement.where(seq > inp.seq)
-    else:
-        statement = statement.where(col(AuditEventRow.kind) == inp.kind, seq == inp.seq)
-    return session.exec(statement.limit(1)).first() is not None
+def _set_status(session: Session, entries: list[TransitionInput], recorded: _Recorded) -> None:
+    """The refund row's status: that of the latest entry with no later one recorded. An
+    Update's entry and the run loop's may reach the database in either order, so an entry
+    that finds a later one leaves the status alone; the update matches only a changed status
+    and reads no row."""
+    latest, final = recorded.latest, None
+    for entry in entries:
+        if entry.seq >= latest:
+            final, latest = entry, entry.seq
+    if final is None:
+        return
+    session.execute(
+        update(RefundRow)
+        .where(col(RefundRow.refund_id) == final.refund_id)
+        .where(col(RefundRow.status) != final.status.value)
+        .values(status=final.status.value, updated_at=final.at)
+    )
 
 
 def write_payout_key(session: Session, inp: RecordPayoutInput) -> None:

@@ -188,8 +188,9 @@ def enqueue_outbox(
         created_at=now,
         updated_at=now,
     )
-    with atomic(session):
-        session.add(row)
+    # Written with the transaction's next flush, together with the other rows it adds: an
+    # insert with every value given has nothing to refuse, so it needs no savepoint.
+    session.add(row)
     return row
 
 
@@ -214,19 +215,22 @@ def mark_outbox(
     error: str = "",
     give_up: bool = False,
     at: datetime | None = None,
-) -> OutboxRow:
-    """Record a delivery attempt: sent, failed for now (stays pending), or failed for good."""
-    with atomic(session):
-        row = session.get(OutboxRow, outbox_id, with_for_update=True, populate_existing=True)
-        if row is None:
-            raise InvalidInput(f"unknown outbox row {outbox_id}", code="unknown_outbox")
-        row.attempts += 1
-        row.status = "sent" if sent else ("failed" if give_up else "pending")
-        row.last_error = error
-        row.updated_at = at or utcnow()
-        row.locked_until = None  # the attempt is over: a retry may take the row at once
-        session.add(row)
-    return row
+) -> None:
+    """Record a delivery attempt: sent, failed for now (stays pending), or failed for good.
+    One UPDATE: the attempt counts in the database, whatever copy of the row the caller has."""
+    result = session.execute(
+        update(OutboxRow)
+        .where(col(OutboxRow.id) == outbox_id)
+        .values(
+            attempts=col(OutboxRow.attempts) + 1,
+            status="sent" if sent else ("failed" if give_up else "pending"),
+            last_error=error,
+            updated_at=at or utcnow(),
+            locked_until=None,  # the attempt is over: a retry may take the row at once
+        )
+    )
+    if not isinstance(result, CursorResult) or result.rowcount != 1:
+        raise InvalidInput(f"unknown outbox row {outbox_id}", code="unknown_outbox")
 
 
 def lease_outbox(
@@ -240,25 +244,28 @@ def lease_outbox(
     """Pending rows no other sender is delivering (of one refund, or all), oldest first,
     leased to the caller for ``lease_seconds``: commit, deliver outside any transaction, then
     ``mark_outbox`` ends the lease. A sender that dies leaves rows that come back when the lease
-    runs out, so the lease must outlast one delivery round."""
+    runs out, so the lease must outlast one delivery round. One statement: the rows are
+    chosen (PostgreSQL skips those another transaction holds) and leased in the same UPDATE."""
     now = at or utcnow()
-    statement = (
-        select(OutboxRow)
+    free = (
+        select(OutboxRow.id)
         .where(OutboxRow.status == "pending")
         .where(or_(col(OutboxRow.locked_until).is_(None), col(OutboxRow.locked_until) <= now))
         .order_by(col(OutboxRow.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
     )
     if refund_id is not None:
-        statement = statement.where(OutboxRow.refund_id == refund_id)
-    with atomic(session):
-        rows = list(session.exec(statement).all())
-        for row in rows:
-            row.locked_until = now + timedelta(seconds=lease_seconds)
-            session.add(row)
-    return rows
+        free = free.where(OutboxRow.refund_id == refund_id)
+    statement = (
+        update(OutboxRow)
+        .where(col(OutboxRow.id).in_(free.scalar_subquery()))
+        .values(locked_until=now + timedelta(seconds=lease_seconds))
+        .returning(OutboxRow)
+        .execution_options(populate_existing=True)
+    )
+    rows = list(session.scalars(statement).all())
+    return sorted(rows, key=lambda row: row.id or 0)
 
 
 def record_delivery(

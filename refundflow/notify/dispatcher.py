@@ -1,7 +1,9 @@
 """Delivers outbox rows: customer notices by email and/or SMS, every notice to the merchant.
 
 One round: lease the pending rows (short transaction), deliver each over its channels with
-no transaction open, record each channel as soon as it is done, then mark the row:
+no transaction open, record each channel as soon as it is done, then mark the row (a row's mark
+is written with the round's next write, or at its end: a round cut short leaves the row leased,
+and the next round after the lease finds its channels recorded and sends nothing twice):
 
 - every channel done (delivered, or refused for good) -> ``sent``, or ``failed`` when the
   customer got it on no channel (for other notices: when every channel refused it); a row
@@ -24,6 +26,7 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from refundflow.crypto import Keyring, KeyringError, MissingKey
 from refundflow.db.engine import session_scope
@@ -44,6 +47,7 @@ from refundflow.notify.sms import SmsProvider
 
 T = TypeVar("T")
 Channel = Literal["email", "sms", "webhook"]
+Write = Callable[[Session], object]
 
 _CUSTOMER_CHANNELS = ("email", "sms")
 _EVENT_NS = uuid.UUID("6f1d7b7e-3c55-4d0e-9a57-2b8f3f1c8a10")
@@ -99,6 +103,15 @@ class _Recipient:
     """The customer's channels known only by their masks when ``customer_refusal`` is set."""
 
 
+@dataclass(frozen=True)
+class LeasedRound:
+    """Rows leased for one round in the caller's transaction, with their recipient read in
+    it (``NotificationDispatcher.lease_round``)."""
+
+    rows: list[OutboxRow]
+    recipient: _Recipient
+
+
 class NotificationDispatcher:
     def __init__(
         self,
@@ -141,22 +154,48 @@ class NotificationDispatcher:
         report.held = len({r.id for r in still} - {o.outbox_id for o in report.rows})
         return report
 
+    def lease_round(self, session: Session, refund_id: str) -> LeasedRound:
+        """Lease the refund's pending rows and read their recipient in the caller's
+        transaction (the one that wrote them): no transaction of the round's own to start."""
+        rows = lease_outbox(
+            session, refund_id=refund_id, limit=self.batch_size, lease_seconds=self.lease_seconds
+        )
+        return LeasedRound(rows, self._recipient(session, refund_id) if rows else _Recipient())
+
+    async def deliver_round(self, leased: LeasedRound) -> DeliveryReport:
+        """Deliver rows leased by ``lease_round`` (what fails stays pending: not final)."""
+        return await self._deliver(leased.rows, final=False, recipient=leased.recipient)
+
     async def deliver_batch(self, *, final: bool = False) -> DeliveryReport:
         """One round over the oldest pending rows of any refund (a periodic sweeper)."""
         rows = await self._db(lease_outbox, limit=self.batch_size, lease_seconds=self.lease_seconds)
         return await self._deliver(rows, final=final)
 
     # ------------------------------------------------------------------------ rounds
-    async def _deliver(self, rows: list[OutboxRow], *, final: bool) -> DeliveryReport:
+    async def _deliver(
+        self, rows: list[OutboxRow], *, final: bool, recipient: _Recipient | None = None
+    ) -> DeliveryReport:
         report = DeliveryReport()
         recipients: dict[str | None, _Recipient] = {}
+        if recipient is not None and rows:
+            recipients[rows[0].refund_id] = recipient
+        marks: list[Write] = []  # rows done whose mark is not written yet
         for row in rows:
             if row.refund_id not in recipients:
-                recipients[row.refund_id] = await asyncio.to_thread(self._recipient, row.refund_id)
-            report.rows.append(await self._deliver_row(row, recipients[row.refund_id], final))
+                recipients[row.refund_id] = await asyncio.to_thread(
+                    self._read_recipient, row.refund_id
+                )
+            outcome = await self._deliver_row(row, recipients[row.refund_id], final, marks)
+            report.rows.append(outcome)
+        if marks:
+            await self._write(marks)
         return report
 
-    async def _deliver_row(self, row: OutboxRow, to: _Recipient, final: bool) -> RowOutcome:
+    async def _deliver_row(
+        self, row: OutboxRow, to: _Recipient, final: bool, marks: list[Write]
+    ) -> RowOutcome:
+        """Deliver one row; its mark joins ``marks``. Each channel's record is written as soon
+        as the channel is done, with the marks waiting so far."""
         assert row.id is not None
         done: dict[str, Any] = dict(row.deliveries)
         delivered: list[str] = []
@@ -173,31 +212,43 @@ class NotificationDispatcher:
                 failure = exc if isinstance(exc, DeliveryError) else _unexpected(exc)
                 (retry if failure.retryable else refused).append(f"{channel}: {failure}")
                 if not failure.retryable:
-                    await self._db(
+                    record = partial(
                         record_delivery,
                         outbox_id=row.id,
                         channel=channel,
                         ok=False,
                         detail=str(failure),
                     )
+                    await self._write([*marks, record])
+                    marks.clear()
                     done[channel] = {"ok": False}
                 continue
-            await self._db(
+            record = partial(
                 record_delivery, outbox_id=row.id, channel=channel, ok=True, detail=detail
             )
+            await self._write([*marks, record])
+            marks.clear()
             done[channel] = {"ok": True}
             delivered.append(channel)
         error = "; ".join(retry + refused)
         if retry:
             give_up = final or row.attempts + 1 >= self.max_attempts
-            await self._db(mark_outbox, outbox_id=row.id, sent=False, error=error, give_up=give_up)
+            marks.append(
+                partial(mark_outbox, outbox_id=row.id, sent=False, error=error, give_up=give_up)
+            )
             return RowOutcome(row.id, "failed" if give_up else "pending", delivered, error)
         # A customer notice the customer got on no channel has failed, even if the merchant
         # heard of it; any other row fails only when every channel refused it.
         mine = {ch: d for ch, d in done.items() if ch in _CUSTOMER_CHANNELS} or done
         all_refused = bool(mine) and not any(d.get("ok") for d in mine.values())
-        await self._db(
-            mark_outbox, outbox_id=row.id, sent=not all_refused, error=error, give_up=all_refused
+        marks.append(
+            partial(
+                mark_outbox,
+                outbox_id=row.id,
+                sent=not all_refused,
+                error=error,
+                give_up=all_refused,
+            )
         )
         return RowOutcome(row.id, "failed" if all_refused else "sent", delivered, error)
 
@@ -269,33 +320,34 @@ class NotificationDispatcher:
             recipient, email=personal.get("email"), phone=personal.get("phone")
         )
 
-    def _recipient(self, refund_id: str | None) -> _Recipient:
-        if refund_id is None:
-            return _Recipient()
+    def _read_recipient(self, refund_id: str | None) -> _Recipient:
         with session_scope(self.engine, readonly=True) as session:
-            refund = session.get(RefundRow, refund_id)
-            if refund is None:
-                return _Recipient()
-            recipient = self._customer(refund)
-            merchant = session.get(MerchantRow, refund.merchant_id)
-            if merchant is None or not merchant.webhook_url:
-                return recipient
-            try:
-                if self.keyring is None:
-                    raise MissingKey("this worker has no encryption keys")
-                hook = merchant_webhook(
-                    session, merchant_id=refund.merchant_id, keyring=self.keyring
-                )
-            except KeyringError as exc:
-                # A secret that does not open now will not open on a retry either: the
-                # channel is refused, with the reason kept on the row.
-                refusal = DeliveryError(
-                    f"merchant webhook secret: {exc.message}", retryable=False, code=exc.code
-                )
-                return dataclasses.replace(recipient, webhook_refusal=refusal)
-            if hook is None:
-                return recipient
-            return dataclasses.replace(recipient, webhook_url=hook.url, webhook_secret=hook.secret)
+            return self._recipient(session, refund_id)
+
+    def _recipient(self, session: Session, refund_id: str | None) -> _Recipient:
+        if refund_id is None or (self.email is None and self.sms is None and self.webhooks is None):
+            return _Recipient()  # no channel to send on: nothing to read
+        refund = session.get(RefundRow, refund_id)
+        if refund is None:
+            return _Recipient()
+        recipient = self._customer(refund)
+        merchant = session.get(MerchantRow, refund.merchant_id)
+        if merchant is None or not merchant.webhook_url:
+            return recipient
+        try:
+            if self.keyring is None:
+                raise MissingKey("this worker has no encryption keys")
+            hook = merchant_webhook(session, merchant_id=refund.merchant_id, keyring=self.keyring)
+        except KeyringError as exc:
+            # A secret that does not open now will not open on a retry either: the
+            # channel is refused, with the reason kept on the row.
+            refusal = DeliveryError(
+                f"merchant webhook secret: {exc.message}", retryable=False, code=exc.code
+            )
+            return dataclasses.replace(recipient, webhook_refusal=refusal)
+        if hook is None:
+            return recipient
+        return dataclasses.replace(recipient, webhook_url=hook.url, webhook_secret=hook.secret)
 
     async def _db(self, fn: Callable[..., T], **kwargs: Any) -> T:
         # Sessions are synchronous; a worker thread keeps a busy database (SQLite waits for
@@ -305,6 +357,16 @@ class NotificationDispatcher:
                 return fn(session, **kwargs)
 
         return await asyncio.to_thread(run)
+
+    async def _write(self, writes: list[Write]) -> None:
+        """Several writes of a round in one transaction (a worker thread, as ``_db``)."""
+
+        def run() -> None:
+            with session_scope(self.engine) as session:
+                for write in writes:
+                    write(session)
+
+        await asyncio.to_thread(run)
 
 
 def _event_id(row: OutboxRow) -> str:

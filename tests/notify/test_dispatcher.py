@@ -3,12 +3,15 @@ merchant receiver; the activity runs in Temporal's ActivityEnvironment."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from sqlmodel import col
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -317,3 +320,70 @@ async def test_a_customer_contact_that_does_not_open_is_refused_for_good(
     assert customer.status == "failed" and set(customer.deliveries) == {"email", "sms"}
     assert "customer contact" in customer.last_error
     assert smtp.mailbox.received == []
+
+
+async def test_a_round_leased_in_the_writing_transaction_delivers_its_rows_once(
+    engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer, receiver: Receiver
+) -> None:
+    """What a run's writes activity does: write the notices, lease them and read their
+    recipient in the same transaction, then deliver with no transaction of the round's own."""
+    refund_id = seed(engine, webhook=receiver.url)
+    with session_scope(engine) as s:
+        enqueue_outbox(s, refund_id=refund_id, channel="approver", template="approval_requested")
+        leased = dispatcher.lease_round(s, refund_id)
+    assert len(leased.rows) == 3 and leased.recipient.email == "lilei@example.cn"
+    with session_scope(engine) as s:
+        assert lease_outbox(s, refund_id=refund_id) == []  # the round holds them
+    report = await dispatcher.deliver_round(leased)
+    assert (report.sent, report.failed, report.pending) == (3, 0, 0)
+    assert [(r.status, r.attempts, r.locked_until) for r in rows(engine, refund_id)] == [
+        ("sent", 1, None)
+    ] * 3
+    assert len(smtp.mailbox.received) == 1 and len(receiver.events) == 3
+
+
+async def test_a_round_cut_short_is_finished_later_without_sending_anything_twice(
+    engine: Engine,
+    dispatcher: NotificationDispatcher,
+    smtp: SmtpServer,
+    twilio: tuple[TwilioSimulator, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A row's mark waits for the round's next write: a round stopped in between (the run's
+    time for it ran out, the worker died) leaves the row leased with its channels recorded,
+    and the round after the lease sends none of them again."""
+    sim, _ = twilio
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    refund_id = seed(engine, webhook=receiver.url, phone=phone)
+    assert dispatcher.webhooks is not None
+    send_webhook = dispatcher.webhooks.send
+    calls = 0
+
+    async def second_webhook_hangs(url: str, secret: str, event: Mapping[str, Any]) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await asyncio.Event().wait()
+        return await send_webhook(url, secret, event)
+
+    monkeypatch.setattr(dispatcher.webhooks, "send", second_webhook_hangs)
+    with session_scope(engine) as s:
+        leased = dispatcher.lease_round(s, refund_id)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(dispatcher.deliver_round(leased), 2)
+    customer, approver = rows(engine, refund_id)
+    assert set(customer.deliveries) == {"email", "sms", "webhook"}
+    assert customer.status == "pending" and customer.locked_until is not None
+    assert approver.deliveries == {}
+
+    monkeypatch.undo()
+    with session_scope(engine) as s:  # the lease runs out
+        s.execute(
+            update(OutboxRow).where(col(OutboxRow.refund_id) == refund_id).values(locked_until=None)
+        )
+    report = await dispatcher.deliver_refund(refund_id)
+    assert (report.sent, report.pending) == (2, 0)
+    assert [(r.status, r.attempts) for r in rows(engine, refund_id)] == [("sent", 1)] * 2
+    assert len(smtp.mailbox.received) == 1 and len(texts_to(sim, phone)) == 1
+    assert [e["data"]["channel"] for e in receiver.events] == ["customer", "approver"]
