@@ -79,11 +79,14 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     ratios.add_row(f"refunds/s with {scale['open']} open vs empty", f"{scale['open_vs_empty']:.3f}")
     console.print(ratios)
     h, s, tasks = results["history"], scale, results["workflow_tasks"]
+    cpu = tasks["activation_cpu"]
     empty, opened = s["rss_mb_empty"], s["rss_mb_open"]
     lines = [
         f"history of a happy-path refund: {h['events']} events, {h['bytes']} bytes",
         f"refund worker's workflow tasks: {tasks['tasks']}, over 200 ms: {tasks['over_200ms']}"
         f" (slowest bucket: <= {tasks['slowest_bucket_le_ms']} ms)",
+        f"  their activations' CPU: {cpu['tasks']}, over 200 ms: {cpu['over_200ms']}"
+        f" (slowest bucket: <= {cpu['slowest_bucket_le_ms']} ms)",
         f"{s['open']} open: worker RSS {empty['worker']} -> {opened['worker']} MB,"
         f" server RSS {empty['temporal']} -> {opened['temporal']} MB",
         f"  GET /v1/refunds/{{id}} {_p(s['get_refund'])}",

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
@@ -38,7 +39,7 @@ from refundflow.logs import configure_logging
 from refundflow.notify.config import NotifyConfig
 from refundflow.settings import DevOnlySetting, Settings, describe_invalid, get_settings
 from refundflow.tracing import configure_exporter, instrument
-from refundflow.worker_sandbox import workflow_runner
+from refundflow.worker_sandbox import ACTIVATION_CPU, ACTIVATION_CPU_BUCKETS_MS, workflow_runner
 from refundflow.workflows.outbox import SCHEDULE_ID, OutboxSweepWorkflow, ensure_outbox_schedule
 from refundflow.workflows.refund import RefundWorkflow
 from refundflow.workflows.retention import (
@@ -114,7 +115,7 @@ def build_worker(
         max_concurrent_local_activities=tuning.max_concurrent_local_activities,
         max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,
         max_cached_workflows=tuning.max_cached_workflows,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(_exported_meter(client)),
         graceful_shutdown_timeout=tuning.graceful_shutdown,
         deployment_config=deployment,
     )
@@ -182,6 +183,12 @@ async def run(settings: Settings | None = None) -> None:
     activities.close()
 
 
+def _exported_meter(client: Client) -> MetricMeter | None:
+    """The meter of the client's runtime when it exports metrics (``worker_runtime``)."""
+    runtime = client.service_client.config.runtime
+    return runtime.metric_meter if runtime is not None else None
+
+
 def worker_runtime(metrics_port: int | None) -> Runtime | None:
     """A runtime exporting the SDK's metrics (and the runs' own, ``refundflow_*``) for
     Prometheus on ``metrics_port``. Names and units as Temporal's Grafana dashboard for
@@ -195,6 +202,7 @@ def worker_runtime(metrics_port: int | None) -> Runtime | None:
                 counters_total_suffix=False,
                 unit_suffix=False,
                 durations_as_seconds=False,
+                histogram_bucket_overrides={ACTIVATION_CPU: ACTIVATION_CPU_BUCKETS_MS},
             )
         )
     )

@@ -39,6 +39,8 @@ def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
     tasks = results["workflow_tasks"]
     assert tasks["tasks"] > 0 and 0 <= tasks["over_200ms"] <= tasks["tasks"]
     assert tasks["buckets"]["+Inf"] == tasks["tasks"]
+    activations = tasks["activation_cpu"]  # at least one per task
+    assert activations["tasks"] >= tasks["tasks"] and activations["buckets"]["1"] >= 0
 
     history = results["history"]
     assert history["events"] > 0 and history["bytes"] > 0
@@ -74,3 +76,4 @@ def test_workflow_task_buckets_add_up_over_label_sets() -> None:
     figures = task_figures(buckets(exposition))
     assert figures["tasks"] == 8 and figures["over_200ms"] == 2
     assert figures["slowest_bucket_le_ms"] == 500
+    assert buckets(exposition, "refundflow_workflow_activation_cpu") == {}

@@ -7,11 +7,11 @@ Auto-approved refunds to the store balance (they settle at once and complete): t
 CPU seconds (user + system, from /proc) per refund, refunds completed per second, the worker's
 RSS, and POST /v1/refunds latency at the given concurrency. ``--open N`` then starts N refunds
 that wait for an approver and reports the worker's RSS growth per run it holds in its cache.
-``--profile out.json`` records the worker with py-spy (GIL holders only, speedscope format
-for ``.json``, collapsed stacks for ``.txt``) during the last timed batch; ``--api-only`` runs no worker and measures the
-API's PUT+POST CPU and POST latency alone; ``--postgres URL`` uses a fresh database on that
-server instead of SQLite. To compare two builds, run each from its own checkout with
-``PYTHONPATH`` set to it (the stack's processes inherit it)."""
+``--profile out.json`` records the worker with py-spy (GIL holders only: speedscope format
+for ``.json``, collapsed stacks for ``.txt``) during the last timed batch; ``--api-only`` runs
+no worker and measures the API's PUT+POST CPU and POST latency alone; ``--postgres URL`` uses
+a fresh database on that server instead of SQLite. To compare two builds, run each from its
+own checkout with ``PYTHONPATH`` set to it (the stack's processes inherit it)."""
 
 from __future__ import annotations
 
