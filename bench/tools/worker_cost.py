@@ -147,15 +147,7 @@ async def batch(
     names = [f"{prefix}{i}" for i in range(n)]
     spy = None
     if profile:
-        py_spy = str(Path(sys.executable).parent / "py-spy")
-        spy = subprocess.Popen(
-            [py_spy, "record", "-p", str(worker), "-o", profile]
-            + ["--rate", "200", "--nonblocking", "--gil"]
-            + (["--format", "speedscope"] if profile.endswith(".json") else [])
-            + (["--format", "raw"] if profile.endswith(".txt") else []),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy = _py_spy(worker, profile)
         await asyncio.sleep(1)
     cpu0, api0, t0 = cpu_seconds(worker), cpu_seconds(api), time.monotonic()
     latencies = await place(http, names, concurrency, 5900)
@@ -163,7 +155,7 @@ async def batch(
     elapsed = time.monotonic() - t0
     cpu1, api1 = cpu_seconds(worker), cpu_seconds(api)
     if spy is not None:
-        spy.send_signal(2)
+        spy.send_signal(signal.SIGINT)
         spy.wait()
     return {
         "worker_cpu_s_per_refund": (cpu1 - cpu0) / n,
@@ -227,9 +219,13 @@ async def api_only(stack: ChaosStack, http: httpx.AsyncClient, args: argparse.Na
     api = stack.processes._running["api"].pid
     for i in range(args.rounds + 1):  # the first round warms up
         names = [f"api{i}-{uuid.uuid4().hex[:6]}-{n}" for n in range(args.refunds)]
+        spy = _py_spy(api, args.profile) if args.profile and i == args.rounds else None
         cpu0, t0 = cpu_seconds(api), time.monotonic()
         latencies = await place(http, names, args.concurrency, 5900)
         elapsed, cpu = time.monotonic() - t0, cpu_seconds(api) - cpu0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
         if i:
             print(
                 f"api_cpu_s_per_put_and_post={cpu / args.refunds:.4f}"
@@ -237,6 +233,19 @@ async def api_only(stack: ChaosStack, http: httpx.AsyncClient, args: argparse.Na
                 f" post_p50_ms={pct(latencies, 0.5):.1f} post_p99_ms={pct(latencies, 0.99):.1f}",
                 flush=True,
             )
+
+
+def _py_spy(pid: int, profile: str) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` (GIL holders) into ``profile`` until it gets SIGINT."""
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [py_spy, "record", "-p", str(pid), "-o", profile]
+        + ["--rate", "200", "--nonblocking", "--gil"]
+        + (["--format", "speedscope"] if profile.endswith(".json") else [])
+        + (["--format", "raw"] if profile.endswith(".txt") else []),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def fresh_postgres(server: str, name: str) -> str:

@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlmodel import Session
 
+from refundflow.db.sqlite_writers import WriterQueue
+
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the write lock before giving up with 'database is
 locked'. Transactions here are short, so a long wait only happens under real overload."""
@@ -42,11 +44,17 @@ def make_engine(
 
 def _sqlite_engine(url: URL, busy_timeout_ms: int, kwargs: dict[str, Any]) -> Engine:
     database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
+    if on_disk:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
     event.listen(engine, "connect", partial(_sqlite_on_connect, busy_timeout_ms=busy_timeout_ms))
-    event.listen(engine, "begin", _sqlite_begin)
+    path = str(Path(database).expanduser()) if on_disk else None
+    writers = WriterQueue(path, timeout_s=busy_timeout_ms / 1000)
+    event.listen(engine, "begin", partial(_sqlite_begin, writers=writers))
+    for name in ("commit", "rollback"):
+        event.listen(engine, name, writers.leave)
+    event.listen(engine.pool, "checkin", lambda _dbapi, record: writers.leave_record(record))
     return engine
 
 
@@ -69,11 +77,12 @@ READONLY = "refundflow_readonly"
 """Execution option marking an engine whose sessions only read (see :func:`new_session`)."""
 
 
-def _sqlite_begin(conn: Connection) -> None:
+def _sqlite_begin(conn: Connection, *, writers: WriterQueue) -> None:
     if conn.get_execution_options().get(READONLY):
         # A WAL reader sees a consistent snapshot and neither blocks nor waits for writers.
         conn.exec_driver_sql("BEGIN DEFERRED")
         return
+    writers.enter(conn)  # waits its turn (refundflow.db.sqlite_writers)
     # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then
     # writes fails at once with "database is locked" if another writer committed in between
     # (its snapshot cannot be upgraded, and busy_timeout does not apply); waiting for the lock
