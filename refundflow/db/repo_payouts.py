@@ -12,6 +12,7 @@ from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import (
     ApprovalRow,
     PayoutRow,
+    RefundRow,
     ReservationRow,
 )
 from refundflow.db.repo_refunds import consume_reservation, require_refund
@@ -51,7 +52,7 @@ def register_payout_key(
     )
     existing = _payout(session, payout_key)
     if existing is None:
-        require_refund(session, refund_id)
+        _require_refund_id(session, refund_id)
         if insert_once(session, row, constraint="uq_payouts_payout_key"):
             return row
         existing = _payout(session, payout_key)
@@ -61,6 +62,13 @@ def register_payout_key(
             code="duplicate_payout_key",
         )
     return existing
+
+
+def _require_refund_id(session: Session, refund_id: str) -> None:
+    """``unknown_refund`` when there is no such refund (its key read, not its documents)."""
+    statement = select(RefundRow.refund_id).where(col(RefundRow.refund_id) == refund_id)
+    if session.exec(statement).first() is None:
+        raise InvalidInput(f"unknown refund {refund_id!r}", code="unknown_refund")
 
 
 def set_payout_status(

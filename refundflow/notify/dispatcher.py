@@ -23,9 +23,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session
 
 from refundflow.crypto import Keyring, KeyringError, MissingKey
@@ -291,16 +292,14 @@ class NotificationDispatcher:
     # ------------------------------------------------------------------------ database
     def _customer(self, refund: RefundRow) -> _Recipient:
         """The customer's email and phone: sealed in the row (``refundflow.db.personal``),
-        or in its request when a worker from before sealing wrote it."""
-        contact = (refund.request or {}).get("contact") or {}
-        recipient = _Recipient(
-            merchant_id=refund.merchant_id,
-            order_id=refund.order_id,
-            email=contact.get("email"),
-            phone=contact.get("phone"),
-        )
+        or in its request when a worker from before sealing wrote it (a sealed row's request
+        holds no contact: it is read only for the others)."""
+        recipient = _Recipient(merchant_id=refund.merchant_id, order_id=refund.order_id)
         if not refund.personal_sealed:
-            return recipient
+            contact = (refund.request or {}).get("contact") or {}
+            return dataclasses.replace(
+                recipient, email=contact.get("email"), phone=contact.get("phone")
+            )
         try:
             if self.keyring is None:
                 raise MissingKey("this worker has no encryption keys")
@@ -327,7 +326,9 @@ class NotificationDispatcher:
     def _recipient(self, session: Session, refund_id: str | None) -> _Recipient:
         if refund_id is None or (self.email is None and self.sms is None and self.webhooks is None):
             return _Recipient()  # no channel to send on: nothing to read
-        refund = session.get(RefundRow, refund_id)
+        # Not the quote, nor the request unless it is needed (see _customer): large documents.
+        documents = [defer(_attribute(RefundRow.quote)), defer(_attribute(RefundRow.request))]
+        refund = session.get(RefundRow, refund_id, options=documents)
         if refund is None:
             return _Recipient()
         recipient = self._customer(refund)
@@ -367,6 +368,11 @@ class NotificationDispatcher:
                     write(session)
 
         await asyncio.to_thread(run)
+
+
+def _attribute(column: Any) -> QueryableAttribute[Any]:
+    """A model's column as the ORM attribute it is (SQLModel types it as its value)."""
+    return cast(QueryableAttribute[Any], column)
 
 
 def _event_id(row: OutboxRow) -> str:
