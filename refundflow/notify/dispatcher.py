@@ -213,22 +213,10 @@ class NotificationDispatcher:
                 failure = exc if isinstance(exc, DeliveryError) else _unexpected(exc)
                 (retry if failure.retryable else refused).append(f"{channel}: {failure}")
                 if not failure.retryable:
-                    record = partial(
-                        record_delivery,
-                        outbox_id=row.id,
-                        channel=channel,
-                        ok=False,
-                        detail=str(failure),
-                    )
-                    await self._write([*marks, record])
-                    marks.clear()
+                    await self._record(row.id, channel, False, str(failure), marks)
                     done[channel] = {"ok": False}
                 continue
-            record = partial(
-                record_delivery, outbox_id=row.id, channel=channel, ok=True, detail=detail
-            )
-            await self._write([*marks, record])
-            marks.clear()
+            await self._record(row.id, channel, True, detail, marks)
             done[channel] = {"ok": True}
             delivered.append(channel)
         error = "; ".join(retry + refused)
@@ -252,6 +240,16 @@ class NotificationDispatcher:
             )
         )
         return RowOutcome(row.id, "failed" if all_refused else "sent", delivered, error)
+
+    async def _record(
+        self, outbox_id: int, channel: str, ok: bool, detail: str, marks: list[Write]
+    ) -> None:
+        """A channel is done: its record, with the marks waiting so far, in one transaction."""
+        record = partial(
+            record_delivery, outbox_id=outbox_id, channel=channel, ok=ok, detail=detail
+        )
+        await self._write([*marks, record])
+        marks.clear()
 
     def _targets(
         self, row: OutboxRow, to: _Recipient
