@@ -11,6 +11,7 @@ only once its build is the deployment's current version.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -170,6 +171,10 @@ async def run(settings: Settings | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # What exists now (modules, the SDK, the models' metadata: most of the process's objects)
+    # lives as long as the process: out of the cyclic collector's full passes, which would
+    # otherwise walk it every time and hold the GIL for 150-450 ms (docs/performance.md).
+    gc.freeze()
     async with worker:
         background = []
         if deployment is not None:
