@@ -36,14 +36,12 @@ from urllib.parse import parse_qsl
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from refundflow.devstack.simulators import keys
 from refundflow.devstack.simulators.core import (
-    FAILED,
-    SUCCESS,
     SimLedger,
     SimPayment,
     SimRefund,
@@ -51,9 +49,16 @@ from refundflow.devstack.simulators.core import (
     digits_ref,
 )
 from refundflow.devstack.simulators.records import refunded_total
-from refundflow.gateways.stripe_card import SIGNATURE_HEADER, StripeConfig
-
-_STATUS = {SUCCESS: "succeeded", FAILED: "failed"}
+from refundflow.devstack.simulators.stripe_wire import (
+    api_answer,
+    api_error,
+    event_body,
+    no_such,
+    refund_object,
+    refusal,
+    signature_headers,
+)
+from refundflow.gateways.stripe_card import StripeConfig
 
 
 class StripeSimulator:
@@ -114,55 +119,13 @@ class StripeSimulator:
     ) -> tuple[str, dict[str, str], bytes]:
         """The webhook Stripe sends about ``refund``, signed at ``at`` (default: now)."""
         now = int(self.ledger.clock() if at is None else at)
-        event = {
-            "id": event_id,
-            "object": "event",
-            "api_version": "2024-06-20",
-            "created": now,
-            "data": {"object": self.render(refund)},
-            "livemode": False,
-            "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None},
-            "type": "refund.failed" if refund.status == FAILED else "refund.updated",
-        }
-        body = json.dumps(event, indent=2).encode()
-        signature = hmac.new(
-            self.webhook_secret.encode(), f"{now}.".encode() + body, hashlib.sha256
-        ).hexdigest()
-        headers = {SIGNATURE_HEADER: f"t={now},v1={signature}", "Content-Type": "application/json"}
+        body = event_body(refund, self.render(refund), event_id=event_id, created=now)
+        headers = signature_headers(self.webhook_secret, body, timestamp=now)
         return self.notify_url, headers, body
 
     def render(self, refund: SimRefund, *, as_created: bool = False) -> dict[str, Any]:
         """The refund object; ``as_created`` gives the first answer (what a replay returns)."""
-        status = "pending" if as_created else _STATUS.get(refund.status, "pending")
-        reference_status = {"succeeded": "available", "failed": "unavailable"}
-        card = {
-            "reference": refund.trace_ref if status == "succeeded" else None,
-            "reference_status": reference_status.get(status, "pending"),
-            "reference_type": "acquirer_reference_number",
-            "type": "refund",
-        }
-        obj: dict[str, Any] = {
-            "id": refund.provider_ref,
-            "object": "refund",
-            "amount": refund.amount,
-            "balance_transaction": "txn_" + refund.provider_ref[3:],
-            "charge": refund.extra.get("charge"),
-            "created": int(refund.created_at),
-            "currency": refund.currency.lower(),
-            "destination_details": {"type": "card", "card": card},
-            "metadata": refund.extra.get("metadata", {}),
-            "payment_intent": refund.extra.get("payment_intent"),
-            "reason": refund.extra.get("reason"),
-            "receipt_number": None,
-            "source_transfer_reversal": None,
-            "status": status,
-            "transfer_reversal": None,
-        }
-        if status == "failed":
-            obj["failure_reason"] = refund.code or "unknown"
-            obj["failure_balance_transaction"] = "txn_f" + refund.provider_ref[4:]
-        return obj
+        return refund_object(refund, as_created=as_created)
 
     # ------------------------------------------------------------------ endpoints
     async def _refunds(self, request: Request) -> Response:
@@ -177,12 +140,12 @@ class StripeSimulator:
         with self._lock:
             throttled, self._throttled = self._throttled > 0, max(self._throttled - 1, 0)
         if throttled:
-            return _error(429, "invalid_request_error", "Too many requests.", code="rate_limit")
+            return api_error(429, "invalid_request_error", "Too many requests.", code="rate_limit")
         form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
         params = dict(form)
         pi, ch = params.get("payment_intent", ""), params.get("charge", "")
         if not pi and not ch:
-            return _error(
+            return api_error(
                 400,
                 "invalid_request_error",
                 "One of the following params should be provided for this request:"
@@ -193,10 +156,10 @@ class StripeSimulator:
         payment_id, payment = await asyncio.to_thread(self._payment, pi or ch)
         param = "payment_intent" if pi else "charge"
         if payment is None and not self.ledger.auto_payments:
-            return _no_such(param, pi or ch)
+            return no_such(param, pi or ch)
         amount_text = params.get("amount")
         if amount_text is not None and not amount_text.isdigit():
-            return _error(
+            return api_error(
                 400,
                 "invalid_request_error",
                 "Invalid integer: " + amount_text,
@@ -230,29 +193,29 @@ class StripeSimulator:
             extra=extra,
         )
         if outcome.kind == "transient":
-            return _error(
+            return api_error(
                 500,
                 "api_error",
                 "An unknown error occurred",
                 headers={"Stripe-Should-Retry": "true"},
             )
         if outcome.kind == "refused":
-            return _refusal(outcome.code, param, pi or ch, amount)
+            return refusal(outcome.code, param, pi or ch, amount)
         refund = outcome.refund
         assert refund is not None
         if outcome.kind == "existing":
             if refund.extra.get("params_digest") != digest:
-                return _error(
+                return api_error(
                     400,
                     "idempotency_error",
                     "Keys for idempotent requests can only be used with the same parameters"
                     f" they were first used with. Try using a key other than '{key}' if you"
                     " meant to execute a different request.",
                 )
-            return _json(self.render(refund, as_created=True), {"Idempotent-Replayed": "true"})
+            return api_answer(self.render(refund, as_created=True), {"Idempotent-Replayed": "true"})
         if outcome.hold:
             await self.ledger.hold()
-        return _json(self.render(refund, as_created=True))
+        return api_answer(self.render(refund, as_created=True))
 
     async def _retrieve(self, request: Request) -> Response:
         denied = self._authenticate(request)
@@ -264,21 +227,21 @@ class StripeSimulator:
             None if refund_no is None else await asyncio.to_thread(self.ledger.query, refund_no)
         )
         if refund is None:
-            return _error(
+            return api_error(
                 404,
                 "invalid_request_error",
                 f"No such refund: '{ref}'",
                 code="resource_missing",
                 param="id",
             )
-        return _json(self.render(refund))
+        return api_answer(self.render(refund))
 
     async def _list(self, request: Request) -> Response:
         q = request.query_params
         pi, ch = q.get("payment_intent", ""), q.get("charge", "")
         limit_text = q.get("limit", "10")
         if not limit_text.isdigit():
-            return _error(
+            return api_error(
                 400, "invalid_request_error", "Invalid integer: " + limit_text, param="limit"
             )
         limit = min(max(int(limit_text), 1), 100)
@@ -286,7 +249,7 @@ class StripeSimulator:
         if pi or ch:
             payment_id, payment = await asyncio.to_thread(self._payment, pi or ch)
             if payment is None:
-                return _no_such("payment_intent" if pi else "charge", pi or ch)
+                return no_such("payment_intent" if pi else "charge", pi or ch)
             refunds = await asyncio.to_thread(self.ledger.refunds_of, payment_id)
         else:
             refunds = await asyncio.to_thread(self.ledger.refunds)
@@ -298,7 +261,7 @@ class StripeSimulator:
         page = refunds[:limit]
         # Listing is a look at each refund: it applies settlements that have come due.
         fresh = [await asyncio.to_thread(self.ledger.query, r.refund_no) for r in page]
-        return _json(
+        return api_answer(
             {
                 "object": "list",
                 "data": [self.render(r) for r in fresh if r is not None],
@@ -320,7 +283,7 @@ class StripeSimulator:
         if given and hmac.compare_digest(given, self.secret_key):
             return None
         shown = f"{given[:8]}****{given[-4:]}" if len(given) > 12 else "****"
-        return _error(401, "invalid_request_error", f"Invalid API Key provided: {shown}")
+        return api_error(401, "invalid_request_error", f"Invalid API Key provided: {shown}")
 
     def _payment(self, given: str) -> tuple[str, SimPayment | None]:
         """A charge ``ch_X`` belongs to the payment ``pi_X`` when no ``ch_X`` is registered."""
@@ -365,56 +328,3 @@ def _check(payment: SimPayment | None, refunds: list[SimRefund], amount: int) ->
     if amount > remaining:
         return "amount_too_large"
     return None
-
-
-def _refusal(code: str, param: str, given: str, amount: int) -> Response:
-    if code == "resource_missing":
-        return _no_such(param, given)
-    messages = {
-        "charge_already_refunded": f"Charge {given} has already been refunded.",
-        "amount_too_large": f"Refund amount ({amount}) is greater than unrefunded amount on"
-        " charge.",
-        "amount_too_small": "Amount must be at least 1.",
-    }
-    return _error(
-        400,
-        "invalid_request_error",
-        messages.get(code, f"The refund could not be made ({code})."),
-        code=code,
-        param="amount" if code.startswith("amount") else None,
-    )
-
-
-def _no_such(param: str, given: str) -> Response:
-    return _error(
-        400 if param != "id" else 404,
-        "invalid_request_error",
-        f"No such {param}: '{given}'",
-        code="resource_missing",
-        param=param,
-    )
-
-
-def _error(
-    status: int,
-    kind: str,
-    message: str,
-    *,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    error: dict[str, Any] = {"type": kind, "message": message}
-    if code:
-        error["code"] = code
-        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
-    if param:
-        error["param"] = param
-    return _json({"error": error}, headers, status=status)
-
-
-def _json(
-    body: dict[str, Any], headers: dict[str, str] | None = None, *, status: int = 200
-) -> Response:
-    base = {"Request-Id": "req_" + secrets.token_hex(7)}
-    return JSONResponse(body, status_code=status, headers=base | (headers or {}))
