@@ -63,8 +63,15 @@ def quote_request(
 ) -> Quote:
     """What ``request`` would pay now; bad input and nothing left raise their codes."""
     order = merchant_order(session, merchant_id=merchant_id, order_id=request.order_id)
-    policy = latest_policy(session, merchant_id=merchant_id) or DEFAULT_POLICY
-    priors = prior_refunds(session, merchant_id=merchant_id, order_id=order.order_id)
+    return quote_order(session, order=order, request=request, fx_rate=fx_rate)
+
+
+def quote_order(
+    session: Session, *, order: OrderSnapshot, request: RefundRequest, fx_rate: FxRate | None
+) -> Quote:
+    """``quote_request`` for an order already read."""
+    policy = latest_policy(session, merchant_id=order.merchant_id) or DEFAULT_POLICY
+    priors = prior_refunds(session, merchant_id=order.merchant_id, order_id=order.order_id)
     return compute_quote(
         order=order, request=request, policy=policy, prior_refunds=priors, fx_rate=fx_rate
     )
@@ -166,12 +173,10 @@ def _claim(start: RefundStart, engine: Engine) -> dict[str, Any] | _ToStart:
             answer = api.RefundPublic.from_row(existing).model_dump(mode="json")
             _record(session, start, answer)
             return answer
-        quote = quote_request(
-            session, merchant_id=start.merchant_id, request=start.request, fx_rate=start.fx_rate
-        )
         order = merchant_order(
             session, merchant_id=start.merchant_id, order_id=start.request.order_id
         )
+        quote = quote_order(session, order=order, request=start.request, fx_rate=start.fx_rate)
         return _ToStart(order=order, quote=quote)
 
 

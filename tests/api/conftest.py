@@ -32,7 +32,7 @@ from refundflow.domain.orders import PaymentMethod
 from refundflow.gateways.balance import BalanceGateway
 from refundflow.settings import Settings
 from refundflow.worker import build_worker
-from refundflow.workflows.client import workflow_id
+from refundflow.workflows.client import refund_id_for, workflow_id
 from tests.db.conftest import db_url, postgres_problem  # noqa: F401  (fixtures)
 from tests.payload_keys import DB_KEYRING
 
@@ -185,9 +185,12 @@ async def serve_api(
 
 
 async def terminate_open_runs(env: WorkflowEnvironment, engine: Engine) -> None:
-    """A run left open by a failed test would stall the shared server's clock."""
+    """A run left open by a failed test would stall the shared server's clock. The refund a
+    key names is derived from the key: a claim whose answer was never recorded (a request cut
+    off between starting the run and completing the key, as the fuzzer does) started one too."""
     with session_scope(engine, readonly=True) as s:
-        ids = {r for r in s.exec(select(IdempotencyKeyRow.refund_id)).all() if r}
+        keys = s.exec(select(IdempotencyKeyRow.merchant_id, IdempotencyKeyRow.key)).all()
+    ids = {refund_id_for(merchant_id, key) for merchant_id, key in keys}
     for refund_id in ids:
         handle = env.client.get_workflow_handle(workflow_id(refund_id))
         try:

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the HTTP API against its own OpenAPI document (schemathesis): the
-app served over real HTTP by uvicorn, on SQLite, connected to the session's Temporal test
-server. No input may cause a 5xx, and every answer must match the documented status codes,
+app served over real HTTP by uvicorn, on SQLite, connected to a Temporal test server of its
+own. No input may cause a 5xx, and every answer must match the documented status codes,
 content types and schemas. Examples are bounded and derandomized, so a run is repeatable and
 stays within a minute."""
 
@@ -51,7 +51,11 @@ class Served:
 
 
 @pytest.fixture
-async def served(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Served]:
+async def served(fresh_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Served]:
+    # A Temporal test server of its own: the runs the fuzzer starts wait on a queue no worker
+    # polls, and what it asks of them left the session's server unable to skip time for the
+    # tests after it (their env.sleep timed out).
+    env = fresh_env
     database_url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     upgrade(database_url)
     engine = make_engine(database_url)
