@@ -46,7 +46,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the small round")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default=POSTGRES, help="the server for --db postgresql")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="a folder for <date>-<commit>.json, or a .json file",
+    )
     for name in PRESETS["full"]:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     return parser.parse_args(argv)

@@ -41,9 +41,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(results: dict[str, Any], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(UTC):%Y-%m-%d}-{results['commit']}.json"
+def write(results: dict[str, Any], where: Path) -> Path:
+    """The results as ``where`` when it names a ``.json`` file, else in the folder ``where`` as
+    ``<date>-<commit>.json``."""
+    if where.suffix == ".json":
+        path = where
+    else:
+        path = where / f"{datetime.now(UTC):%Y-%m-%d}-{results['commit']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench import report
 from bench.__main__ import main
 from bench.tasks import buckets, task_figures
 
@@ -77,3 +78,12 @@ def test_workflow_task_buckets_add_up_over_label_sets() -> None:
     assert figures["tasks"] == 8 and figures["over_200ms"] == 2
     assert figures["slowest_bucket_le_ms"] == 500
     assert buckets(exposition, "refundflow_workflow_activation_cpu") == {}
+
+
+def test_results_go_to_a_folder_or_to_the_file_named(tmp_path: Path) -> None:
+    results = {"commit": "abc1234", "figure": 1}
+    in_folder = report.write(results, tmp_path / "runs")
+    assert in_folder.parent == tmp_path / "runs" and in_folder.name.endswith("-abc1234.json")
+    named = report.write(results, tmp_path / "more" / "open10000.json")
+    assert named == tmp_path / "more" / "open10000.json" and named.is_file()
+    assert json.loads(named.read_text()) == results
