@@ -15,7 +15,8 @@ from refundflow.db.models import (
     RefundRow,
     ReservationRow,
 )
-from refundflow.db.repo_refunds import consume_reservation, require_refund
+from refundflow.db.repo_refunds import require_refund
+from refundflow.db.repo_reservations import consume_reservation
 from refundflow.db.types import utcnow
 from refundflow.domain.errors import (
     DomainError,

@@ -1,17 +1,13 @@
-"""Refunds and their reservations on the order's tenders (payouts and approvals:
-:mod:`refundflow.db.repo_payouts`).
-
-Money held for a refund moves in ``tender_balances`` only through single ``UPDATE ... SET
-reserved = reserved + :delta`` statements, so the CHECK on that row decides every race.
-"""
+"""Refunds: their rows, lines and quotes, checked against the stored order (the holds on
+the order's tenders: :mod:`refundflow.db.repo_reservations`; payouts and approvals:
+:mod:`refundflow.db.repo_payouts`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import ColumnElement
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, col, select
 
 from refundflow.crypto import Keyring
 from refundflow.db.guards import Violation, atomic
@@ -20,10 +16,10 @@ from refundflow.db.models import (
     OrderRow,
     RefundLineRow,
     RefundRow,
-    ReservationRow,
     TenderBalanceRow,
 )
 from refundflow.db.personal import personal_columns
+from refundflow.db.repo_reservations import reserve_new, resize_hold, tender_holds
 from refundflow.db.types import utcnow
 from refundflow.domain.errors import (
     CurrencyMismatch,
@@ -35,8 +31,6 @@ from refundflow.domain.errors import (
 from refundflow.domain.orders import OrderSnapshot, RefundRequest
 from refundflow.domain.quote import PriorRefund, Quote
 from refundflow.domain.states import RefundStatus
-
-# ---------------------------------------------------------------- refunds and reservations
 
 
 def create_refund(
@@ -92,7 +86,7 @@ def create_refund(
         session.flush()
         _write_lines(session, row, quote)
         for payment_id in sorted(wanted):
-            _reserve_new(session, row, payment_id, wanted[payment_id], now)
+            reserve_new(session, row, payment_id, wanted[payment_id], now)
     return row
 
 
@@ -115,7 +109,7 @@ def requote_refund(
     if quote.order_id != row.order_id or quote.currency != row.currency:
         raise InvalidInput("the new quote is for another order or currency", code="order_mismatch")
     with atomic(session, lambda v: _over_refund(session, row, wanted, v)):
-        holds = _reservations(session, refund_id, lock=True)
+        holds = tender_holds(session, refund_id, lock=True)
         if holds and all(h.state == "released" for h in holds):
             raise DomainError(f"refund {refund_id} was closed", code="refund_closed")
         _check_against_stored_order(session, row.merchant_id, row.order_id, quote, wanted)
@@ -123,65 +117,11 @@ def requote_refund(
         for payment_id in sorted(set(wanted) | set(by_payment)):
             hold = by_payment.get(payment_id)
             if hold is None:
-                _reserve_new(session, row, payment_id, wanted[payment_id], now)
+                reserve_new(session, row, payment_id, wanted[payment_id], now)
             else:
-                _resize(session, hold, wanted.get(payment_id, 0), now)
+                resize_hold(session, hold, wanted.get(payment_id, 0), now)
         _replace_quote(session, row, quote, status, now)
     return row
-
-
-def release_reservation(session: Session, *, refund_id: str, at: datetime | None = None) -> int:
-    """Give back what the refund still holds (not what it already paid). Returns the amount
-    released; releasing twice releases nothing the second time."""
-    now = at or utcnow()
-    released = 0
-    with atomic(session):
-        for hold in _reservations(session, refund_id, lock=True):
-            if hold.state != "active":
-                continue
-            left = hold.amount - hold.consumed
-            _move(session, hold, reserved=-left, refunded=0, now=now)
-            hold.state = "released"
-            hold.updated_at = now
-            session.add(hold)
-            released += left
-    return released
-
-
-def consume_reservation(
-    session: Session,
-    *,
-    refund_id: str,
-    payment_id: str,
-    amount: int,
-    at: datetime | None = None,
-) -> ReservationRow:
-    """A payout settled: move ``amount`` of the hold on ``payment_id`` from reserved to
-    refunded. Partial amounts are allowed; more than is still held is :class:`OverRefund`."""
-    if amount <= 0:
-        raise InvalidInput("a consumed amount must be positive", code="negative_amount")
-    now = at or utcnow()
-    with atomic(session):
-        hold = next(
-            (h for h in _reservations(session, refund_id, lock=True) if h.payment_id == payment_id),
-            None,
-        )
-        if hold is None or hold.state != "active":
-            raise DomainError(
-                f"refund {refund_id} holds nothing on payment {payment_id}",
-                code="no_active_reservation",
-            )
-        if hold.consumed + amount > hold.amount:
-            raise OverRefund(
-                f"refund {refund_id} cannot pay {amount} from payment {payment_id}: "
-                f"only {hold.amount - hold.consumed} is still reserved"
-            )
-        hold.consumed += amount
-        hold.state = "consumed" if hold.consumed == hold.amount else "active"
-        hold.updated_at = now
-        session.add(hold)
-        _move(session, hold, reserved=-amount, refunded=amount, now=now)
-    return hold
 
 
 def get_refund(session: Session, *, refund_id: str) -> RefundRow | None:
@@ -197,10 +137,6 @@ def set_refund_status(
         row.updated_at = at or utcnow()
         session.add(row)
     return row
-
-
-def reservations(session: Session, *, refund_id: str) -> list[ReservationRow]:
-    return _reservations(session, refund_id, lock=False)
 
 
 def prior_refunds(
@@ -238,7 +174,7 @@ _CLOSED = {RefundStatus.REJECTED.value, RefundStatus.CANCELLED.value}
 
 
 def _as_prior(session: Session, refund: RefundRow) -> PriorRefund | None:
-    holds = _reservations(session, refund.refund_id, lock=False)
+    holds = tender_holds(session, refund.refund_id, lock=False)
     # A live hold counts in full; a closed one only for what it actually paid.
     amounts = {h.payment_id: h.amount if h.state == "active" else h.consumed for h in holds}
     paid = any(h.consumed for h in holds)
@@ -369,87 +305,6 @@ def _replace_quote(
         row.status = RefundStatus(status).value
     row.updated_at = now
     session.add(row)
-
-
-def _tender_key(merchant_id: str, order_id: str, payment_id: str) -> list[ColumnElement[bool]]:
-    return [
-        col(TenderBalanceRow.merchant_id) == merchant_id,
-        col(TenderBalanceRow.order_id) == order_id,
-        col(TenderBalanceRow.payment_id) == payment_id,
-    ]
-
-
-def _reserve_new(
-    session: Session, refund: RefundRow, payment_id: str, amount: int, now: datetime
-) -> None:
-    # The race is decided here: one UPDATE under the row's lock, judged by the CHECK.
-    session.exec(
-        update(TenderBalanceRow)
-        .where(*_tender_key(refund.merchant_id, refund.order_id, payment_id))
-        .values(reserved=col(TenderBalanceRow.reserved) + amount, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    session.add(
-        ReservationRow(
-            refund_id=refund.refund_id,
-            payment_id=payment_id,
-            merchant_id=refund.merchant_id,
-            order_id=refund.order_id,
-            amount=amount,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    session.flush()
-
-
-def _resize(session: Session, hold: ReservationRow, amount: int, now: datetime) -> None:
-    if amount == hold.amount:
-        return
-    if hold.state != "active":
-        raise DomainError(
-            f"the hold on payment {hold.payment_id} is {hold.state}; it cannot change",
-            code="refund_closed",
-        )
-    if amount < hold.consumed:
-        raise OverRefund(
-            f"payment {hold.payment_id} already paid {hold.consumed}, more than the new {amount}"
-        )
-    _move(session, hold, reserved=amount - hold.amount, refunded=0, now=now)
-    hold.amount = amount
-    if amount == 0:
-        hold.state = "released"
-    elif amount == hold.consumed:
-        hold.state = "consumed"
-    hold.updated_at = now
-    session.add(hold)
-
-
-def _move(
-    session: Session, hold: ReservationRow, *, reserved: int, refunded: int, now: datetime
-) -> None:
-    session.exec(
-        update(TenderBalanceRow)
-        .where(*_tender_key(hold.merchant_id, hold.order_id, hold.payment_id))
-        .values(
-            reserved=col(TenderBalanceRow.reserved) + reserved,
-            refunded=col(TenderBalanceRow.refunded) + refunded,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _reservations(session: Session, refund_id: str, *, lock: bool) -> list[ReservationRow]:
-    statement = (
-        select(ReservationRow)
-        .where(ReservationRow.refund_id == refund_id)
-        .order_by(col(ReservationRow.payment_id))
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        statement = statement.with_for_update()
-    return list(session.exec(statement).all())
 
 
 def require_refund(session: Session, refund_id: str) -> RefundRow:

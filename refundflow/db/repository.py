@@ -55,16 +55,14 @@ from refundflow.db.repo_personal import (
 )
 from refundflow.db.repo_records import account_balance, append_audit, list_audit, post_ledger
 from refundflow.db.repo_refunds import (
-    consume_reservation,
     count_recent_refunds,
     create_refund,
     get_refund,
     prior_refunds,
-    release_reservation,
     requote_refund,
-    reservations,
     set_refund_status,
 )
+from refundflow.db.repo_reservations import consume_reservation, release_reservation, reservations
 
 __all__ = [
     "ClaimOutcome",

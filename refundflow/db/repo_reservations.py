@@ -1,0 +1,157 @@
+"""Reservations: what a refund holds on each of the order's tenders, and the counters on
+``tender_balances`` they move (reserve, resize, consume, release).
+
+Money held for a refund moves in ``tender_balances`` only through single ``UPDATE ... SET
+reserved = reserved + :delta`` statements, so the CHECK on that row decides every race.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, col, select, update
+
+from refundflow.db.guards import atomic
+from refundflow.db.models import RefundRow, ReservationRow, TenderBalanceRow
+from refundflow.db.types import utcnow
+from refundflow.domain.errors import DomainError, InvalidInput, OverRefund
+
+
+def release_reservation(session: Session, *, refund_id: str, at: datetime | None = None) -> int:
+    """Give back what the refund still holds (not what it already paid). Returns the amount
+    released; releasing twice releases nothing the second time."""
+    now = at or utcnow()
+    released = 0
+    with atomic(session):
+        for hold in tender_holds(session, refund_id, lock=True):
+            if hold.state != "active":
+                continue
+            left = hold.amount - hold.consumed
+            _move(session, hold, reserved=-left, refunded=0, now=now)
+            hold.state = "released"
+            hold.updated_at = now
+            session.add(hold)
+            released += left
+    return released
+
+
+def consume_reservation(
+    session: Session,
+    *,
+    refund_id: str,
+    payment_id: str,
+    amount: int,
+    at: datetime | None = None,
+) -> ReservationRow:
+    """A payout settled: move ``amount`` of the hold on ``payment_id`` from reserved to
+    refunded. Partial amounts are allowed; more than is still held is :class:`OverRefund`."""
+    if amount <= 0:
+        raise InvalidInput("a consumed amount must be positive", code="negative_amount")
+    now = at or utcnow()
+    with atomic(session):
+        hold = next(
+            (h for h in tender_holds(session, refund_id, lock=True) if h.payment_id == payment_id),
+            None,
+        )
+        if hold is None or hold.state != "active":
+            raise DomainError(
+                f"refund {refund_id} holds nothing on payment {payment_id}",
+                code="no_active_reservation",
+            )
+        if hold.consumed + amount > hold.amount:
+            raise OverRefund(
+                f"refund {refund_id} cannot pay {amount} from payment {payment_id}: "
+                f"only {hold.amount - hold.consumed} is still reserved"
+            )
+        hold.consumed += amount
+        hold.state = "consumed" if hold.consumed == hold.amount else "active"
+        hold.updated_at = now
+        session.add(hold)
+        _move(session, hold, reserved=-amount, refunded=amount, now=now)
+    return hold
+
+
+def reservations(session: Session, *, refund_id: str) -> list[ReservationRow]:
+    return tender_holds(session, refund_id, lock=False)
+
+
+def _tender_key(merchant_id: str, order_id: str, payment_id: str) -> list[ColumnElement[bool]]:
+    return [
+        col(TenderBalanceRow.merchant_id) == merchant_id,
+        col(TenderBalanceRow.order_id) == order_id,
+        col(TenderBalanceRow.payment_id) == payment_id,
+    ]
+
+
+def reserve_new(
+    session: Session, refund: RefundRow, payment_id: str, amount: int, now: datetime
+) -> None:
+    # The race is decided here: one UPDATE under the row's lock, judged by the CHECK.
+    session.exec(
+        update(TenderBalanceRow)
+        .where(*_tender_key(refund.merchant_id, refund.order_id, payment_id))
+        .values(reserved=col(TenderBalanceRow.reserved) + amount, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.add(
+        ReservationRow(
+            refund_id=refund.refund_id,
+            payment_id=payment_id,
+            merchant_id=refund.merchant_id,
+            order_id=refund.order_id,
+            amount=amount,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+
+
+def resize_hold(session: Session, hold: ReservationRow, amount: int, now: datetime) -> None:
+    if amount == hold.amount:
+        return
+    if hold.state != "active":
+        raise DomainError(
+            f"the hold on payment {hold.payment_id} is {hold.state}; it cannot change",
+            code="refund_closed",
+        )
+    if amount < hold.consumed:
+        raise OverRefund(
+            f"payment {hold.payment_id} already paid {hold.consumed}, more than the new {amount}"
+        )
+    _move(session, hold, reserved=amount - hold.amount, refunded=0, now=now)
+    hold.amount = amount
+    if amount == 0:
+        hold.state = "released"
+    elif amount == hold.consumed:
+        hold.state = "consumed"
+    hold.updated_at = now
+    session.add(hold)
+
+
+def _move(
+    session: Session, hold: ReservationRow, *, reserved: int, refunded: int, now: datetime
+) -> None:
+    session.exec(
+        update(TenderBalanceRow)
+        .where(*_tender_key(hold.merchant_id, hold.order_id, hold.payment_id))
+        .values(
+            reserved=col(TenderBalanceRow.reserved) + reserved,
+            refunded=col(TenderBalanceRow.refunded) + refunded,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def tender_holds(session: Session, refund_id: str, *, lock: bool) -> list[ReservationRow]:
+    statement = (
+        select(ReservationRow)
+        .where(ReservationRow.refund_id == refund_id)
+        .order_by(col(ReservationRow.payment_id))
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        statement = statement.with_for_update()
+    return list(session.exec(statement).all())
