@@ -82,14 +82,16 @@ class ProviderCalls:
     async def _send(self, call: PayoutCall) -> PayoutResult:
         instruction = call.instruction()
         gateway = self._gateway(instruction.route)
-        sent_before = await asyncio.to_thread(self._sent_before, call.record.key)
+        # What the database knows, in one read: whether an earlier attempt got this far, and
+        # the refunds already made of the same payment (the provider's own limits).
+        sent_before, earlier = await asyncio.to_thread(self._read_before_send, call)
         if activity.info().attempt > 1 or sent_before:
             # An earlier attempt (of this activity, or before ops retried an unknown outcome)
             # may have reached the provider: ask before sending again.
             known = await gateway.query(instruction)
             if known.status is not PayoutStatus.NOT_FOUND:
                 return known
-        refused = await asyncio.to_thread(self._provider_refusal, call)
+        refused = None if earlier is None else self._provider_refusal(call, earlier)
         if refused is not None:
             code, message = refused
             return PayoutResult(status=PayoutStatus.FAILED_PERMANENT, code=code, message=message)
@@ -109,26 +111,27 @@ class ProviderCalls:
             what = f"payout {call.record.key}: provider did not answer the query: {exc}"
             raise retry_later(log, what, error_type="GatewayError") from exc
 
-    def _sent_before(self, payout_key: str) -> bool:
-        with session_scope(self.engine, readonly=True) as session:
-            row = get_payout(session, payout_key=payout_key)
-        return row is not None and row.status != PayoutStatus.PENDING.value
-
-    def _provider_refusal(self, call: PayoutCall) -> tuple[str, str] | None:
+    def _read_before_send(self, call: PayoutCall) -> tuple[bool, int | None]:
+        """Whether the payout left PENDING in our records, and (for a refund of an original
+        payment) how many other refunds of that payment went through the same provider."""
         record = call.record
-        if not call.payment_id or not call.original_txn_id:
-            return None  # not a refund of an original payment (balance, bank transfer...)
         with session_scope(self.engine, readonly=True) as session:
-            earlier = count_provider_refunds(
-                session,
-                merchant_id=call.merchant_id,
-                order_id=call.order_id,
-                payment_id=call.payment_id,
-                route=record.route.value,
-                excluding=record.key,
-            )
+            row = get_payout(session, payout_key=record.key)
+            earlier = None
+            if call.payment_id and call.original_txn_id:
+                earlier = count_provider_refunds(
+                    session,
+                    merchant_id=call.merchant_id,
+                    order_id=call.order_id,
+                    payment_id=call.payment_id,
+                    route=record.route.value,
+                    excluding=record.key,
+                )
+        return row is not None and row.status != PayoutStatus.PENDING.value, earlier
+
+    def _provider_refusal(self, call: PayoutCall, earlier: int) -> tuple[str, str] | None:
         return provider_refusal(
-            record.route,
+            call.record.route,
             paid_at=call.original_paid_at,
             # The server's clock, like the run's: test servers skip time.
             now=activity.info().current_attempt_scheduled_time,

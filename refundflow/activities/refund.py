@@ -168,56 +168,60 @@ class RefundActivities(ProviderCalls):
 
     @activity.defn
     def review_and_reserve(self, inp: ReviewAndReserveInput) -> ReviewAndReserveResult:
-        """The review's steps in one local activity: the writes before it, the review, and the
-        refund's row with its hold (without one when review rejects)."""
-        if inp.steps:
-            self.record_steps(RecordStepsInput(refund_id=inp.review.refund_id, steps=inp.steps))
+        """The review's steps in one local activity: the review (a read), then in one
+        transaction the writes before it and the refund's row with its hold (without one when
+        review rejects)."""
         reviewed = self.review_refund(inp.review)
         decision, context = reviewed.decision, reviewed.context
         accepted = decision.outcome is not ReviewOutcome.REJECT and decision.quote is not None
-        reserved = self.reserve_refund(
-            ReserveInput(
-                refund_id=inp.review.refund_id,
-                request=inp.review.request,
-                order=context.order,
-                quote=decision.quote if accepted else None,
-                policy_version=context.policy.version,
-                status=RefundStatus.UNDER_REVIEW if accepted else RefundStatus.REJECTED,
-                at=inp.review.as_of,
-            )
+        reserve = ReserveInput(
+            refund_id=inp.review.refund_id,
+            request=inp.review.request,
+            order=context.order,
+            quote=decision.quote if accepted else None,
+            policy_version=context.policy.version,
+            status=RefundStatus.UNDER_REVIEW if accepted else RefundStatus.REJECTED,
+            at=inp.review.as_of,
         )
+        with session_scope(self.engine) as session:
+            # The entry first, as the run made it; the review read nothing it writes.
+            write_steps(session, inp.steps)
+            reserved = self._reserve(session, reserve)
         return ReviewAndReserveResult(review=reviewed, reserved=reserved)
 
     @activity.defn
     def reserve_refund(self, inp: ReserveInput) -> ReserveResult:
+        with session_scope(self.engine) as session:
+            return self._reserve(session, inp)
+
+    def _reserve(self, session: Session, inp: ReserveInput) -> ReserveResult:
+        """The refund's row, with its hold when it has a quote, in the caller's transaction."""
         if inp.quote is None:
-            with session_scope(self.engine) as session:
-                if get_refund(session, refund_id=inp.refund_id) is None:
-                    session.add(_unreserved_row(inp, status=inp.status, keyring=self.keyring))
+            if get_refund(session, refund_id=inp.refund_id) is None:
+                session.add(_unreserved_row(inp, status=inp.status, keyring=self.keyring))
             return ReserveResult(ok=True)
         try:
-            with session_scope(self.engine) as session:
-                create_refund(
-                    session,
-                    refund_id=inp.refund_id,
-                    order=inp.order,
-                    request=inp.request,
-                    quote=inp.quote,
-                    requested_by=inp.request.requested_by,
-                    policy_version=inp.policy_version,
-                    status=inp.status,
-                    at=inp.at,
-                    keyring=self.keyring,
-                )
+            create_refund(
+                session,
+                refund_id=inp.refund_id,
+                order=inp.order,
+                request=inp.request,
+                quote=inp.quote,
+                requested_by=inp.request.requested_by,
+                policy_version=inp.policy_version,
+                status=inp.status,
+                at=inp.at,
+                keyring=self.keyring,
+            )
         except OverRefund as exc:
-            # Another refund of the order took the money first. Its id was given to a client,
-            # so the refund keeps a row and reads REJECTED; the run's "rejected" entry carries
-            # the code. A requote that no longer fits has its row already.
-            with session_scope(self.engine) as session:
-                if get_refund(session, refund_id=inp.refund_id) is None:
-                    session.add(
-                        _unreserved_row(inp, status=RefundStatus.REJECTED, keyring=self.keyring)
-                    )
+            # Another refund of the order took the money first (nothing of this one was
+            # written: its savepoint rolled back). Its id was given to a client, so the refund
+            # keeps a row and reads REJECTED; the run's "rejected" entry carries the code. A
+            # requote that no longer fits has its row already.
+            if get_refund(session, refund_id=inp.refund_id) is None:
+                session.add(
+                    _unreserved_row(inp, status=RefundStatus.REJECTED, keyring=self.keyring)
+                )
             return ReserveResult(ok=False, code=exc.code, message=exc.message)
         return ReserveResult(ok=True)
 

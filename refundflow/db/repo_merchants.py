@@ -9,7 +9,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import Session, col, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
 
 from refundflow.crypto import Keyring, is_sealed
 from refundflow.db.guards import atomic, insert_once
@@ -267,32 +268,40 @@ def adjust_customer_balance(
     A balance never goes below zero: the CHECK refuses it (``insufficient_balance``).
     """
     now = at or utcnow()
-    key = (
-        col(CustomerBalanceRow.merchant_id) == merchant_id,
-        col(CustomerBalanceRow.customer_id) == customer_id,
-        col(CustomerBalanceRow.currency) == currency,
-    )
-    for _attempt in range(2):
+    table = CustomerBalanceRow.__table__
+    if delta < 0:
+        # A debit only changes a balance that covers it: no row back means it did not.
         with atomic(session):
-            result = session.exec(
-                update(CustomerBalanceRow)
-                .where(*key)
-                .values(balance=col(CustomerBalanceRow.balance) + delta, updated_at=now)
-                .execution_options(synchronize_session=False)
+            balance = session.execute(
+                table.update()
+                .where(
+                    table.c.merchant_id == merchant_id,
+                    table.c.customer_id == customer_id,
+                    table.c.currency == currency,
+                    table.c.balance + delta >= 0,
+                )
+                .values(balance=table.c.balance + delta, updated_at=now)
+                .returning(table.c.balance)
+            ).scalar()
+        if balance is None:
+            raise DomainError(
+                "the customer balance cannot go below zero", code="insufficient_balance"
             )
-        if result.rowcount:
-            break
-        row = CustomerBalanceRow(
-            merchant_id=merchant_id,
-            customer_id=customer_id,
-            currency=currency,
-            balance=delta,
-            updated_at=now,
-        )
-        # A first credit racing another first credit loses on the key and adds instead.
-        if insert_once(session, row, constraint="pk_customer_balances"):
-            break
-    balance = session.exec(
-        select(CustomerBalanceRow.balance).where(*key).execution_options(populate_existing=True)
-    ).one()
+        return int(balance)
+    # A credit: the first one creates the wallet, later ones (or one racing it) add to it; one
+    # statement either way.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table).values(
+        merchant_id=merchant_id,
+        customer_id=customer_id,
+        currency=currency,
+        balance=delta,
+        updated_at=now,
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.merchant_id, table.c.customer_id, table.c.currency],
+        set_={"balance": table.c.balance + statement.excluded.balance, "updated_at": now},
+    ).returning(table.c.balance)
+    with atomic(session):  # an amount over the column's bound is refused, as any write
+        balance = session.execute(statement).scalar_one()
     return int(balance)
