@@ -254,6 +254,9 @@ def get_policy(session: Session, *, merchant_id: str, version: int) -> Policy | 
     return None if row is None else Policy.model_validate(row.document)
 
 
+_BALANCES = CustomerBalanceRow.metadata.tables[str(CustomerBalanceRow.__tablename__)]
+
+
 def adjust_customer_balance(
     session: Session,
     *,
@@ -268,21 +271,20 @@ def adjust_customer_balance(
     A balance never goes below zero: the CHECK refuses it (``insufficient_balance``).
     """
     now = at or utcnow()
-    table = CustomerBalanceRow.__table__
+    table = _BALANCES
     if delta < 0:
         # A debit only changes a balance that covers it: no row back means it did not.
-        with atomic(session):
-            balance = session.execute(
-                table.update()
-                .where(
-                    table.c.merchant_id == merchant_id,
-                    table.c.customer_id == customer_id,
-                    table.c.currency == currency,
-                    table.c.balance + delta >= 0,
-                )
-                .values(balance=table.c.balance + delta, updated_at=now)
-                .returning(table.c.balance)
-            ).scalar()
+        balance = session.execute(
+            table.update()
+            .where(
+                table.c.merchant_id == merchant_id,
+                table.c.customer_id == customer_id,
+                table.c.currency == currency,
+                table.c.balance + delta >= 0,
+            )
+            .values(balance=table.c.balance + delta, updated_at=now)
+            .returning(table.c.balance)
+        ).scalar()
         if balance is None:
             raise DomainError(
                 "the customer balance cannot go below zero", code="insufficient_balance"
@@ -291,16 +293,16 @@ def adjust_customer_balance(
     # A credit: the first one creates the wallet, later ones (or one racing it) add to it; one
     # statement either way.
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table).values(
+    values = insert(table).values(
         merchant_id=merchant_id,
         customer_id=customer_id,
         currency=currency,
         balance=delta,
         updated_at=now,
     )
-    statement = statement.on_conflict_do_update(
+    statement = values.on_conflict_do_update(
         index_elements=[table.c.merchant_id, table.c.customer_id, table.c.currency],
-        set_={"balance": table.c.balance + statement.excluded.balance, "updated_at": now},
+        set_={"balance": table.c.balance + values.excluded.balance, "updated_at": now},
     ).returning(table.c.balance)
     with atomic(session):  # an amount over the column's bound is refused, as any write
         balance = session.execute(statement).scalar_one()
