@@ -8,7 +8,6 @@ their entry, and the repositories treat a repeated payout key, release or approv
 
 from __future__ import annotations
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from refundflow.activities.contracts import (
@@ -18,10 +17,9 @@ from refundflow.activities.contracts import (
     ReleaseInput,
     TransitionInput,
 )
-from refundflow.db.models import AuditEventRow, RefundRow
+from refundflow.db.models import RefundRow
+from refundflow.db.repo_timeline import EntryRows, insert_entries, recorded_entries, set_status
 from refundflow.db.repository import (
-    append_audit,
-    enqueue_outbox,
     get_payout,
     post_ledger,
     record_approval,
@@ -40,10 +38,14 @@ def write_steps(session: Session, steps: list[DbStep]) -> None:
     the whole batch, and the refund row's status is set once, by the batch's last entry."""
     entries = [step.transition for step in steps if step.transition is not None]
     recorded = _recorded_entries(session, entries)
+    pending = EntryRows()  # entries not written yet: written together, before other writes
     for step in steps:
         if step.transition is not None:
-            _write_entry(session, step.transition, recorded)
-        elif step.register_payout is not None:
+            _add_entry(pending, step.transition, recorded)
+            continue
+        insert_entries(session, pending)
+        pending = EntryRows()
+        if step.register_payout is not None:
             write_payout_key(session, step.register_payout)
         elif step.record_payout is not None:
             write_payout(session, step.record_payout)
@@ -51,6 +53,7 @@ def write_steps(session: Session, steps: list[DbStep]) -> None:
             write_release(session, step.release)
         elif step.approval is not None:
             write_approval(session, step.approval)
+    insert_entries(session, pending)
     _set_status(session, entries, recorded)
 
 
@@ -70,26 +73,19 @@ class _Recorded:
 def _recorded_entries(session: Session, entries: list[TransitionInput]) -> _Recorded:
     if not entries:
         return _Recorded([])
-    seq = col(AuditEventRow.data)["seq"].as_integer()
-    statement = select(AuditEventRow.kind, seq).where(
-        col(AuditEventRow.refund_id) == entries[0].refund_id,
-        seq >= min(entry.seq for entry in entries),
-    )
-    return _Recorded([(kind, int(index)) for kind, index in session.exec(statement).all()])
+    first = min(entry.seq for entry in entries)
+    return _Recorded(recorded_entries(session, refund_id=entries[0].refund_id, from_seq=first))
 
 
-def _write_entry(session: Session, inp: TransitionInput, recorded: _Recorded) -> None:
+def _add_entry(rows: EntryRows, inp: TransitionInput, recorded: _Recorded) -> None:
     """The entry's audit row and notices, unless a retry after the commit finds them."""
     if (inp.kind, inp.seq) in recorded.entries:
         return
     data = {**inp.data, "seq": inp.seq, "message": inp.message}
     data |= {"status": inp.status.value, "stage": inp.stage.value}
-    append_audit(
-        session, refund_id=inp.refund_id, kind=inp.kind, actor=inp.actor, data=data, at=inp.at
-    )
+    rows.add_audit(refund_id=inp.refund_id, kind=inp.kind, actor=inp.actor, data=data, at=inp.at)
     for note in inp.notifications:
-        enqueue_outbox(
-            session,
+        rows.add_notice(
             refund_id=inp.refund_id,
             channel=note.channel,
             template=note.template,
@@ -110,12 +106,7 @@ def _set_status(session: Session, entries: list[TransitionInput], recorded: _Rec
             final, latest = entry, entry.seq
     if final is None:
         return
-    session.execute(
-        update(RefundRow)
-        .where(col(RefundRow.refund_id) == final.refund_id)
-        .where(col(RefundRow.status) != final.status.value)
-        .values(status=final.status.value, updated_at=final.at)
-    )
+    set_status(session, refund_id=final.refund_id, status=final.status.value, at=final.at)
 
 
 def write_payout_key(session: Session, inp: RecordPayoutInput) -> None:

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, or_, select
 
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
+from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
 from refundflow.db.types import utcnow
 from refundflow.domain.errors import DomainError, InvalidInput
 
@@ -218,19 +219,8 @@ def mark_outbox(
 ) -> None:
     """Record a delivery attempt: sent, failed for now (stays pending), or failed for good.
     One UPDATE: the attempt counts in the database, whatever copy of the row the caller has."""
-    result = session.execute(
-        update(OutboxRow)
-        .where(col(OutboxRow.id) == outbox_id)
-        .values(
-            attempts=col(OutboxRow.attempts) + 1,
-            status="sent" if sent else ("failed" if give_up else "pending"),
-            last_error=error,
-            updated_at=at or utcnow(),
-            locked_until=None,  # the attempt is over: a retry may take the row at once
-        )
-    )
-    if not isinstance(result, CursorResult) or result.rowcount != 1:
-        raise InvalidInput(f"unknown outbox row {outbox_id}", code="unknown_outbox")
+    mark = OutboxMark(outbox_id=outbox_id, sent=sent, error=error, give_up=give_up)
+    mark_outbox_rows(session, [mark], at=at or utcnow())
 
 
 def lease_outbox(
