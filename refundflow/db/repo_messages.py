@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, Integer, bindparam, update
+from sqlalchemy.sql.dml import Update
 from sqlmodel import Session, col, or_, select
 
 from refundflow.db.guards import atomic, insert_once
@@ -237,25 +238,43 @@ def lease_outbox(
     runs out, so the lease must outlast one delivery round. One statement: the rows are
     chosen (PostgreSQL skips those another transaction holds) and leased in the same UPDATE."""
     now = at or utcnow()
+    statement = _LEASE_ANY if refund_id is None else _LEASE_OF_REFUND
+    params = {
+        "of_refund_id": refund_id,
+        "now": now,
+        "limit": limit,
+        "until": now + timedelta(seconds=lease_seconds),
+    }
+    # Rows for the caller to read and deliver outside the transaction, not copies the
+    # session tracks: built from the columns the UPDATE returns.
+    rows = [OutboxRow(**row._mapping) for row in session.execute(statement, params)]
+    return sorted(rows, key=lambda row: row.id or 0)
+
+
+def _lease(*, of_refund: bool) -> Update:
+    """UPDATE ... RETURNING of the pending rows free to lease (of one refund, or all): built
+    once, executed with new parameters (``repo_timeline`` says why)."""
+    outbox = OutboxRow.metadata.tables[str(OutboxRow.__tablename__)]
     free = (
-        select(OutboxRow.id)
-        .where(OutboxRow.status == "pending")
-        .where(or_(col(OutboxRow.locked_until).is_(None), col(OutboxRow.locked_until) <= now))
-        .order_by(col(OutboxRow.id))
-        .limit(limit)
+        select(outbox.c.id)
+        .where(outbox.c.status == "pending")
+        .where(or_(outbox.c.locked_until.is_(None), outbox.c.locked_until <= bindparam("now")))
+        .order_by(outbox.c.id)
+        .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    if refund_id is not None:
-        free = free.where(OutboxRow.refund_id == refund_id)
-    statement = (
-        update(OutboxRow)
-        .where(col(OutboxRow.id).in_(free.scalar_subquery()))
-        .values(locked_until=now + timedelta(seconds=lease_seconds))
-        .returning(OutboxRow)
-        .execution_options(populate_existing=True)
+    if of_refund:
+        free = free.where(outbox.c.refund_id == bindparam("of_refund_id"))
+    return (
+        outbox.update()
+        .where(outbox.c.id.in_(free.scalar_subquery()))
+        .values(locked_until=bindparam("until"))
+        .returning(*outbox.c)
     )
-    rows = list(session.scalars(statement).all())
-    return sorted(rows, key=lambda row: row.id or 0)
+
+
+_LEASE_ANY = _lease(of_refund=False)
+_LEASE_OF_REFUND = _lease(of_refund=True)
 
 
 def record_delivery(

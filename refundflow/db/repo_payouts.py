@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from refundflow.db.guards import atomic, insert_once
@@ -160,19 +161,21 @@ def get_payout(session: Session, *, payout_key: str) -> PayoutRow | None:
     return _payout(session, payout_key)
 
 
+# Built once (see repo_timeline): a refund reads its payout's row three times.
+_PAYOUT = (
+    select(PayoutRow)
+    .where(col(PayoutRow.payout_key) == bindparam("payout_key"))
+    .execution_options(populate_existing=True)
+)
+_LOCKED_PAYOUT = _PAYOUT.with_for_update()
+
+
 def _payout(session: Session, payout_key: str) -> PayoutRow | None:
-    statement = select(PayoutRow).where(PayoutRow.payout_key == payout_key)
-    return session.exec(statement.execution_options(populate_existing=True)).first()
+    return session.exec(_PAYOUT, params={"payout_key": payout_key}).first()
 
 
 def _locked_payout(session: Session, payout_key: str) -> PayoutRow:
-    statement = (
-        select(PayoutRow)
-        .where(PayoutRow.payout_key == payout_key)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    row = session.exec(statement).first()
+    row = session.exec(_LOCKED_PAYOUT, params={"payout_key": payout_key}).first()
     if row is None:
         raise InvalidInput(f"unknown payout {payout_key!r}", code="unknown_payout")
     return row
