@@ -9,10 +9,12 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from refundflow.crypto import Keyring, is_sealed
+from refundflow.db.core import table_of
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import (
     API_KEY_ROLES,
@@ -238,23 +240,31 @@ def save_policy(
     return existing
 
 
+# Built once (refundflow.db.core): every review and second check reads the policy.
+_LATEST_POLICY = (
+    select(PolicyRow.document)
+    .where(col(PolicyRow.merchant_id) == bindparam("merchant_id"))
+    .order_by(col(PolicyRow.version).desc())
+    .limit(1)
+)
+_POLICY = select(PolicyRow.document).where(
+    col(PolicyRow.merchant_id) == bindparam("merchant_id"),
+    col(PolicyRow.version) == bindparam("version"),
+)
+
+
 def latest_policy(session: Session, *, merchant_id: str) -> Policy | None:
-    statement = (
-        select(PolicyRow)
-        .where(PolicyRow.merchant_id == merchant_id)
-        .order_by(col(PolicyRow.version).desc())
-        .limit(1)
-    )
-    row = session.exec(statement).first()
-    return None if row is None else Policy.model_validate(row.document)
+    document = session.exec(_LATEST_POLICY, params={"merchant_id": merchant_id}).first()
+    return None if document is None else Policy.model_validate(document)
 
 
 def get_policy(session: Session, *, merchant_id: str, version: int) -> Policy | None:
-    row = session.get(PolicyRow, (merchant_id, version))
-    return None if row is None else Policy.model_validate(row.document)
+    params = {"merchant_id": merchant_id, "version": version}
+    document = session.exec(_POLICY, params=params).first()
+    return None if document is None else Policy.model_validate(document)
 
 
-_BALANCES = CustomerBalanceRow.metadata.tables[str(CustomerBalanceRow.__tablename__)]
+_BALANCES = table_of(CustomerBalanceRow)
 
 
 def adjust_customer_balance(

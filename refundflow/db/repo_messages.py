@@ -11,6 +11,7 @@ from sqlalchemy import CursorResult, Integer, bindparam, update
 from sqlalchemy.sql.dml import Update
 from sqlmodel import Session, col, or_, select
 
+from refundflow.db.core import table_of
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
 from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
@@ -253,8 +254,8 @@ def lease_outbox(
 
 def _lease(*, of_refund: bool) -> Update:
     """UPDATE ... RETURNING of the pending rows free to lease (of one refund, or all): built
-    once, executed with new parameters (``repo_timeline`` says why)."""
-    outbox = OutboxRow.metadata.tables[str(OutboxRow.__tablename__)]
+    once, executed with new parameters (``refundflow.db.core``)."""
+    outbox = table_of(OutboxRow)
     free = (
         select(outbox.c.id)
         .where(outbox.c.status == "pending")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, delete, select, update
 
 from refundflow.db.guards import Violation, atomic
@@ -55,9 +56,17 @@ def upsert_order(session: Session, *, order: OrderSnapshot, at: datetime | None 
     return row
 
 
+# Built once (refundflow.db.core): every review and second check reads the order's document.
+_SNAPSHOT = select(OrderRow.snapshot).where(
+    col(OrderRow.merchant_id) == bindparam("merchant_id"),
+    col(OrderRow.order_id) == bindparam("order_id"),
+)
+
+
 def get_order(session: Session, *, merchant_id: str, order_id: str) -> OrderSnapshot | None:
-    row = session.get(OrderRow, (merchant_id, order_id))
-    return None if row is None else OrderSnapshot.model_validate(row.snapshot)
+    params = {"merchant_id": merchant_id, "order_id": order_id}
+    snapshot = session.exec(_SNAPSHOT, params=params).first()
+    return None if snapshot is None else OrderSnapshot.model_validate(snapshot)
 
 
 def tender_balances(session: Session, *, merchant_id: str, order_id: str) -> list[TenderBalanceRow]:

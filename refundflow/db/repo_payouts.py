@@ -161,7 +161,7 @@ def get_payout(session: Session, *, payout_key: str) -> PayoutRow | None:
     return _payout(session, payout_key)
 
 
-# Built once (see repo_timeline): a refund reads its payout's row three times.
+# Built once (refundflow.db.core): a refund reads its payout's row three times.
 _PAYOUT = (
     select(PayoutRow)
     .where(col(PayoutRow.payout_key) == bindparam("payout_key"))

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, func, select
 
 from refundflow.crypto import Keyring
+from refundflow.db.core import flush_pending, table_of
 from refundflow.db.guards import Violation, atomic
 from refundflow.db.models import (
     OrderLineRow,
@@ -149,10 +151,10 @@ def prior_refunds(
         .where(RefundRow.merchant_id == merchant_id, RefundRow.order_id == order_id)
         .order_by(col(RefundRow.created_at), col(RefundRow.refund_id))
     )
+    if exclude_refund_id is not None:
+        statement = statement.where(col(RefundRow.refund_id) != exclude_refund_id)
     result = []
     for refund in session.exec(statement).all():
-        if refund.refund_id == exclude_refund_id:
-            continue
         prior = _as_prior(session, refund)
         if prior is not None:
             result.append(prior)
@@ -162,12 +164,16 @@ def prior_refunds(
 def count_recent_refunds(
     session: Session, *, merchant_id: str, customer_id: str, since: datetime
 ) -> int:
-    statement = select(RefundRow.refund_id).where(
-        RefundRow.merchant_id == merchant_id,
-        RefundRow.customer_id == customer_id,
-        col(RefundRow.created_at) >= since,
-    )
-    return len(session.exec(statement).all())
+    params = {"merchant_id": merchant_id, "customer_id": customer_id, "since": since}
+    return session.exec(_COUNT_RECENT, params=params).one()
+
+
+# Built once (refundflow.db.core): every review counts the customer's recent refunds.
+_COUNT_RECENT = select(func.count()).where(
+    col(RefundRow.merchant_id) == bindparam("merchant_id"),
+    col(RefundRow.customer_id) == bindparam("customer_id"),
+    col(RefundRow.created_at) >= bindparam("since"),
+)
 
 
 _CLOSED = {RefundStatus.REJECTED.value, RefundStatus.CANCELLED.value}
@@ -237,57 +243,59 @@ def _check_against_stored_order(
     session: Session, merchant_id: str, order_id: str, quote: Quote, wanted: Mapping[str, int]
 ) -> None:
     """The quote must fit the order as stored, which may be newer than the caller's copy."""
-    stored = session.get(OrderRow, (merchant_id, order_id))
-    if stored is None:
+    order = {"merchant_id": merchant_id, "order_id": order_id}
+    currency = session.exec(_ORDER_CURRENCY, params=order).first()
+    if currency is None:
         raise InvalidInput(f"order {order_id} is not stored", code="unknown_order")
-    if stored.currency != quote.currency:
-        raise CurrencyMismatch(f"order {order_id} is in {stored.currency}, not {quote.currency}")
-    _check_tenders(session, stored, quote.currency, wanted)
-    _check_lines(session, stored, quote)
-
-
-def _check_tenders(
-    session: Session, order: OrderRow, currency: str, wanted: Mapping[str, int]
-) -> None:
-    statement = select(TenderBalanceRow).where(
-        TenderBalanceRow.merchant_id == order.merchant_id,
-        TenderBalanceRow.order_id == order.order_id,
-    )
-    balances = {b.payment_id: b for b in session.exec(statement).all()}
+    if currency != quote.currency:
+        raise CurrencyMismatch(f"order {order_id} is in {currency}, not {quote.currency}")
+    tenders = dict(session.exec(_TENDER_CURRENCIES, params=order).all())
     for payment_id in wanted:
-        balance = balances.get(payment_id)
-        if balance is None:
+        if payment_id not in tenders:
             raise InvalidInput(
-                f"order {order.order_id} has no payment {payment_id!r}", code="unknown_payment"
+                f"order {order_id} has no payment {payment_id!r}", code="unknown_payment"
             )
-        if balance.currency != currency:
+        if tenders[payment_id] != quote.currency:
             raise CurrencyMismatch(
-                f"payment {payment_id} is in {balance.currency}, the refund in {currency}"
+                f"payment {payment_id} is in {tenders[payment_id]}, the refund in {quote.currency}"
             )
-
-
-def _check_lines(session: Session, order: OrderRow, quote: Quote) -> None:
-    statement = select(OrderLineRow.line_id).where(
-        OrderLineRow.merchant_id == order.merchant_id, OrderLineRow.order_id == order.order_id
-    )
-    unknown = sorted({line.line_id for line in quote.lines} - set(session.exec(statement).all()))
+    lines = set(session.exec(_ORDER_LINES, params=order).all())
+    unknown = sorted({line.line_id for line in quote.lines} - lines)
     if unknown:
-        raise UnknownLine(f"order {order.order_id} has no line {', '.join(unknown)}")
+        raise UnknownLine(f"order {order_id} has no line {', '.join(unknown)}")
+
+
+# Built once (refundflow.db.core): every reservation checks the quote against the stored order.
+_ORDER_CURRENCY = select(OrderRow.currency).where(
+    col(OrderRow.merchant_id) == bindparam("merchant_id"),
+    col(OrderRow.order_id) == bindparam("order_id"),
+)
+_TENDER_CURRENCIES = select(TenderBalanceRow.payment_id, TenderBalanceRow.currency).where(
+    col(TenderBalanceRow.merchant_id) == bindparam("merchant_id"),
+    col(TenderBalanceRow.order_id) == bindparam("order_id"),
+)
+_ORDER_LINES = select(OrderLineRow.line_id).where(
+    col(OrderLineRow.merchant_id) == bindparam("merchant_id"),
+    col(OrderLineRow.order_id) == bindparam("order_id"),
+)
+_INSERT_LINES = table_of(RefundLineRow).insert()
 
 
 def _write_lines(session: Session, row: RefundRow, quote: Quote) -> None:
-    for line in quote.lines:
-        session.add(
-            RefundLineRow(
-                refund_id=row.refund_id,
-                line_id=line.line_id,
-                merchant_id=row.merchant_id,
-                order_id=row.order_id,
-                quantity=line.quantity,
-                amount=line.amount,
-            )
-        )
-    session.flush()
+    flush_pending(session)  # the refund's row (and a requote's deletions) first
+    lines = [
+        {
+            "refund_id": row.refund_id,
+            "line_id": line.line_id,
+            "merchant_id": row.merchant_id,
+            "order_id": row.order_id,
+            "quantity": line.quantity,
+            "amount": line.amount,
+        }
+        for line in quote.lines
+    ]
+    if lines:
+        session.execute(_INSERT_LINES, lines)
 
 
 def _replace_quote(

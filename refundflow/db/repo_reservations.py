@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, bindparam
 from sqlmodel import Session, col, select, update
 
+from refundflow.db.core import expire_copy, flush_pending, table_of
 from refundflow.db.guards import atomic
 from refundflow.db.models import RefundRow, ReservationRow, TenderBalanceRow
 from refundflow.db.types import utcnow
@@ -87,25 +88,38 @@ def _tender_key(merchant_id: str, order_id: str, payment_id: str) -> list[Column
 def reserve_new(
     session: Session, refund: RefundRow, payment_id: str, amount: int, now: datetime
 ) -> None:
+    flush_pending(session)  # the refund's row first: the hold refers to it
+    tender = (refund.merchant_id, refund.order_id, payment_id)
     # The race is decided here: one UPDATE under the row's lock, judged by the CHECK.
-    session.exec(
-        update(TenderBalanceRow)
-        .where(*_tender_key(refund.merchant_id, refund.order_id, payment_id))
-        .values(reserved=col(TenderBalanceRow.reserved) + amount, updated_at=now)
-        .execution_options(synchronize_session=False)
+    params = dict(zip(("of_merchant", "of_order", "of_payment"), tender, strict=True))
+    session.execute(_RESERVE, {**params, "amount": amount, "at": now})
+    expire_copy(session, TenderBalanceRow, tender)
+    hold = {
+        "refund_id": refund.refund_id,
+        "payment_id": payment_id,
+        "merchant_id": refund.merchant_id,
+        "order_id": refund.order_id,
+        "amount": amount,
+        "consumed": 0,
+        "state": "active",
+        "created_at": now,
+        "updated_at": now,
+    }
+    session.execute(_INSERT_HOLD, hold)
+
+
+# Built once (refundflow.db.core): every refund holds its amounts with these two.
+_TENDERS = table_of(TenderBalanceRow)
+_RESERVE = (
+    _TENDERS.update()
+    .where(
+        _TENDERS.c.merchant_id == bindparam("of_merchant"),
+        _TENDERS.c.order_id == bindparam("of_order"),
+        _TENDERS.c.payment_id == bindparam("of_payment"),
     )
-    session.add(
-        ReservationRow(
-            refund_id=refund.refund_id,
-            payment_id=payment_id,
-            merchant_id=refund.merchant_id,
-            order_id=refund.order_id,
-            amount=amount,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    session.flush()
+    .values(reserved=_TENDERS.c.reserved + bindparam("amount"), updated_at=bindparam("at"))
+)
+_INSERT_HOLD = table_of(ReservationRow).insert()
 
 
 def resize_hold(session: Session, hold: ReservationRow, amount: int, now: datetime) -> None:

@@ -1,11 +1,7 @@
-"""The writes every refund run makes several times, as Core statements built once.
-
-A run's timeline entries (audit rows and the notices they queue), the refund row's status and
-the outbox marks are written a dozen times per refund. Through the ORM each one cost 120-250
-microseconds of Python (a statement object built per call, then the unit of work or the ORM's
-bulk-update path); the same SQL built once and executed with new parameters costs 17-40
-(``docs/performance.md``, "Statements built once"). The SQL is the same on SQLite and
-PostgreSQL, and so are the rows: every column is given, as the models' defaults would.
+"""The writes every refund run makes several times, as Core statements built once
+(``refundflow.db.core``): a run's timeline entries (audit rows and the notices they queue),
+the refund row's status and the outbox marks. The SQL is the same on SQLite and PostgreSQL,
+and so are the rows: every column is given, as the models' defaults would.
 """
 
 from __future__ import annotations
@@ -16,15 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, bindparam, literal
-from sqlalchemy.orm.util import identity_key
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
+from refundflow.db.core import expire_copy, flush_pending, table_of
 from refundflow.db.models import AuditEventRow, OutboxRow, RefundRow
 from refundflow.domain.errors import InvalidInput
 
-_AUDIT = AuditEventRow.metadata.tables[str(AuditEventRow.__tablename__)]
-_OUTBOX = OutboxRow.metadata.tables[str(OutboxRow.__tablename__)]
-_REFUNDS = RefundRow.metadata.tables[str(RefundRow.__tablename__)]
+_AUDIT = table_of(AuditEventRow)
+_OUTBOX = table_of(OutboxRow)
+_REFUNDS = table_of(RefundRow)
 
 _SEQ = _AUDIT.c.data["seq"].as_integer()
 _ENTRIES_FROM = (
@@ -64,15 +60,7 @@ def recorded_entries(session: Session, *, refund_id: str, from_seq: int) -> list
 def set_status(session: Session, *, refund_id: str, status: str, at: datetime) -> None:
     """The refund row's status, written only when it changes (no row: nothing to write)."""
     session.execute(_SET_STATUS, {"key_refund_id": refund_id, "new_status": status, "at": at})
-    _expire(session, RefundRow, refund_id)
-
-
-def _expire(session: Session, model: type[SQLModel], key: object) -> None:
-    # A copy of the row this session holds is read again when next used: the statement
-    # changed the row behind the ORM's back.
-    held = session.identity_map.get(identity_key(model, key))
-    if held is not None:
-        session.expire(held)
+    expire_copy(session, RefundRow, refund_id)
 
 
 @dataclass
@@ -124,8 +112,7 @@ def insert_entries(session: Session, rows: EntryRows) -> None:
     the caller wrote in."""
     if not rows.audit and not rows.outbox:
         return
-    if session.new or session.dirty:
-        session.flush()
+    flush_pending(session)
     if rows.audit:
         session.execute(_INSERT_AUDIT, rows.audit)
     if rows.outbox:
@@ -164,4 +151,4 @@ def mark_outbox_rows(session: Session, marks: Sequence[OutboxMark], *, at: datet
             f"unknown outbox row among {[m.outbox_id for m in marks]}", code="unknown_outbox"
         )
     for mark in marks:
-        _expire(session, OutboxRow, mark.outbox_id)
+        expire_copy(session, OutboxRow, mark.outbox_id)
