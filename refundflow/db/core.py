@@ -11,12 +11,21 @@ unwritten that it should precede (:func:`flush_pending`), nor copies it changes
 from __future__ import annotations
 
 from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, SQLModel
 
 
 def table_of(model: type[SQLModel]) -> Table:
     return model.metadata.tables[str(model.__tablename__)]
+
+
+def upsert_into(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` that can say ON CONFLICT, in the session's dialect (the only
+    two we run on spell it the same)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def flush_pending(session: Session) -> None:

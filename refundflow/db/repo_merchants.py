@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import bindparam
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from refundflow.crypto import Keyring, is_sealed
-from refundflow.db.core import table_of
+from refundflow.db.core import table_of, upsert_into
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import (
     API_KEY_ROLES,
@@ -302,8 +301,7 @@ def adjust_customer_balance(
         return int(balance)
     # A credit: the first one creates the wallet, later ones (or one racing it) add to it; one
     # statement either way.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    values = insert(table).values(
+    values = upsert_into(session, table).values(
         merchant_id=merchant_id,
         customer_id=customer_id,
         currency=currency,

@@ -11,7 +11,7 @@ from sqlalchemy import CursorResult, Integer, bindparam, update
 from sqlalchemy.sql.dml import Update
 from sqlmodel import Session, col, or_, select
 
-from refundflow.db.core import table_of
+from refundflow.db.core import expire_copy, table_of, upsert_into
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
 from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
@@ -52,12 +52,15 @@ def claim_idempotency_key(
     ``stale_after`` (its API process died mid-request) is taken over: safe because whatever
     the request started is named by the key itself (the refund id derives from it)."""
     now = at or utcnow()
-    row = IdempotencyKeyRow(
-        merchant_id=merchant_id, key=key, request_hash=request_hash, created_at=now, updated_at=now
+    keys = table_of(IdempotencyKeyRow)
+    row = {"merchant_id": merchant_id, "key": key, "request_hash": request_hash}
+    # One statement: the key is ours if the insert took (a concurrent insert of the same key on
+    # PostgreSQL waits for the other transaction, then takes nothing).
+    claim = upsert_into(session, keys).values(
+        **row, state="in_flight", created_at=now, updated_at=now
     )
-    if _key(session, merchant_id, key) is None and insert_once(
-        session, row, constraint="pk_idempotency_keys"
-    ):
+    taken = claim.on_conflict_do_nothing(index_elements=[keys.c.merchant_id, keys.c.key])
+    if session.execute(taken.returning(keys.c.key)).first() is not None:
         return IdempotencyClaim(ClaimOutcome.NEW)
     existing = _key(session, merchant_id, key)
     if existing is None:  # released by its owner in between: the client may simply retry
@@ -102,6 +105,22 @@ def complete_idempotency_key(
     refund_id: str | None = None,
     at: datetime | None = None,
 ) -> IdempotencyKeyRow:
+    now = at or utcnow()
+    keys = table_of(IdempotencyKeyRow)
+    # The usual case in one statement: our claim, still in flight, answered.
+    answer = {"state": "done", "response": response, "updated_at": now}
+    if refund_id is not None:
+        answer["refund_id"] = refund_id
+    answered = (
+        keys.update()
+        .where(keys.c.merchant_id == merchant_id, keys.c.key == key, keys.c.state == "in_flight")
+        .values(**answer)
+        .returning(*keys.c)
+    )
+    done = session.execute(answered).first()
+    if done is not None:
+        expire_copy(session, IdempotencyKeyRow, (merchant_id, key))
+        return IdempotencyKeyRow(**done._mapping)
     with atomic(session):
         row = _key(session, merchant_id, key, lock=True)
         if row is None:
@@ -111,7 +130,7 @@ def complete_idempotency_key(
         row.state = "done"
         row.response = response
         row.refund_id = refund_id if refund_id is not None else row.refund_id
-        row.updated_at = at or utcnow()
+        row.updated_at = now
         session.add(row)
     return row
 
