@@ -55,8 +55,6 @@ WORKFLOWS: Sequence[type] = (RefundWorkflow, OutboxSweepWorkflow, PersonalDataRe
 
 # How often a versioned worker that is not current yet looks whether it has been promoted.
 ROUTING_CHECK = timedelta(seconds=30)
-GC_THRESHOLDS = (10_000, 20, 20)
-"""The cyclic collector's generation thresholds in a worker (Python's default: 700, 10, 10)."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +175,6 @@ async def run(settings: Settings | None = None) -> None:
     # lives as long as the process: out of the cyclic collector's full passes, which would
     # otherwise walk it every time and hold the GIL for 150-450 ms (docs/performance.md).
     gc.freeze()
-    # Each activation and activity makes thousands of short-lived containers: collected every
-    # 700 allocations (the default) they are walked while still alive, survive, and age into
-    # the costly older generations. Measured: the collector's CPU per refund fell 0.84 -> 0.35
-    # s per 300 refunds, and no full pass ran during them (docs/performance.md).
-    gc.set_threshold(*GC_THRESHOLDS)
     async with worker:
         background = []
         if deployment is not None:
