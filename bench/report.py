@@ -93,7 +93,8 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
         f"  their activations' CPU: {cpu['tasks']}, over 200 ms: {cpu['over_200ms']}"
         f" (slowest: {_slowest(cpu)})",
         f"{s['open']} open: worker RSS {empty['worker']} -> {opened['worker']} MB,"
-        f" server RSS {empty['temporal']} -> {opened['temporal']} MB",
+        f" server RSS {empty['temporal']} -> {opened['temporal']} MB"
+        f" (opened at {s['opened_per_s']}/s, at rest {s['settle_s']} s later)",
         f"  GET /v1/refunds/{{id}} {_p(s['get_refund'])}",
         f"  POST /v1/refunds {_p(s['post_refunds'])}; approval {_p(s['approval'])}",
         f"  console inbox ({s['inbox']['waiting']} waiting): median {s['inbox']['median_ms']} ms,"

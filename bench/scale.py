@@ -15,6 +15,12 @@ from bench.stack import BenchStack
 from bench.throughput import Rounds, refund_round, summary
 
 _SEED_PATIENCE_S = 3600.0
+_QUIET_CORES = 0.25
+"""The stack is at rest when its processes together use less than this much CPU ..."""
+_QUIET_SECONDS = 3
+"""... for this many seconds in a row (checked once a second) ..."""
+_QUIET_PATIENCE_S = 180.0
+"""... or when this long has passed (the figure says how long it took)."""
 
 
 async def scale_figures(
@@ -37,6 +43,9 @@ async def scale_figures(
     await via_client(stack, batch, closed_loop=False)  # opened as fast as they start
     await waiting
     opened_s = time.monotonic() - began
+    # Reaching AWAITING_APPROVAL is not the end of a burst of starts: the runs' notices and
+    # the server's own writes follow. The rounds below measure the stack with N open, at rest.
+    settle_s = await _at_rest(stack)
     rss_open = {name: u.rss_mb for name, u in stack.usage().items()}
     opened = batch.refund_ids()
     read_s, fingerprints = await _reads(stack, opened[:reads])
@@ -50,6 +59,7 @@ async def scale_figures(
         "open": open_refunds,
         "opened_s": round(opened_s, 1),
         "opened_per_s": round(open_refunds / opened_s, 2),
+        "settle_s": settle_s,
         "rss_mb_empty": rss_empty,
         "rss_mb_open": rss_open,
         "get_refund": percentiles(read_s),
@@ -66,6 +76,20 @@ async def scale_figures(
             "page_bytes": inbox.page_bytes,
         },
     }
+
+
+async def _at_rest(stack: BenchStack) -> float:
+    """Seconds until the stack's processes use less than ``_QUIET_CORES`` together, over
+    ``_QUIET_SECONDS`` seconds in a row (at most ``_QUIET_PATIENCE_S``)."""
+    began = time.monotonic()
+    quiet = 0
+    before = sum(u.cpu_s for u in stack.usage().values())
+    while quiet < _QUIET_SECONDS and time.monotonic() - began < _QUIET_PATIENCE_S:
+        await asyncio.sleep(1.0)
+        now = sum(u.cpu_s for u in stack.usage().values())
+        quiet = quiet + 1 if now - before < _QUIET_CORES else 0
+        before = now
+    return round(time.monotonic() - began, 1)
 
 
 async def _reads(stack: BenchStack, refund_ids: list[str]) -> tuple[list[float], dict[str, str]]:

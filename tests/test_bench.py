@@ -48,7 +48,7 @@ def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
     assert sum(t["events"] for t in history["by_type"].values()) == history["events"]
 
     scale = results["scale"]
-    assert scale["open"] > 0 and scale["opened_per_s"] > 0
+    assert scale["open"] > 0 and scale["opened_per_s"] > 0 and scale["settle_s"] >= 0
     for process in ("worker", "temporal", "api"):
         assert scale["rss_mb_open"][process] > 0
     for latency in ("get_refund", "post_refunds", "approval"):
