@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from refundflow.db.core import flush_pending, table_of
 from refundflow.db.guards import Violation, atomic
 from refundflow.db.models import AuditEventRow, LedgerEntryRow, LedgerPostingRow
 from refundflow.db.types import utcnow
@@ -43,13 +44,22 @@ def post_ledger(
         memo=memo,
         created_at=at or utcnow(),
     )
+    rows = [
+        {"posting_id": posting_id, "account": account, "amount": amount}
+        for account, amount in entries
+    ]
     with atomic(session, _entry_refusal):
-        for account, amount in entries:
-            session.add(LedgerEntryRow(posting_id=posting_id, account=account, amount=amount))
+        flush_pending(session)  # (refundflow.db.core) what the caller wrote first
         # Entries first: the posting's trigger checks them and closes the posting.
-        session.flush()
-        session.add(posting)
+        if rows:
+            session.execute(_INSERT_ENTRIES, rows)
+        session.execute(_INSERT_POSTING, posting.model_dump())
     return posting
+
+
+# Built once (refundflow.db.core): every payout posts one.
+_INSERT_ENTRIES = table_of(LedgerEntryRow).insert()
+_INSERT_POSTING = table_of(LedgerPostingRow).insert()
 
 
 def account_balance(session: Session, *, account: str, currency: str) -> int:

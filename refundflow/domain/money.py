@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Annotated
 
+from babel import Locale
 from babel.numbers import format_currency
 from iso4217 import Currency
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -117,8 +118,14 @@ def from_major(value: Decimal | str | int, currency: str) -> int:
 
 
 def format_minor(amount: int, currency: str, locale: str = "en") -> str:
-    babel_locale = locale.replace("-", "_")
-    return format_currency(to_major(amount, currency), currency, locale=babel_locale)
+    return format_currency(to_major(amount, currency), currency, locale=_babel_locale(locale))
+
+
+@lru_cache(maxsize=32)
+def _babel_locale(locale: str) -> Locale:
+    # Parsed once per process: a run formats amounts in every activity's summary and notice,
+    # and parsing the name took as long as the formatting.
+    return Locale.parse(locale.replace("-", "_"))
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:
