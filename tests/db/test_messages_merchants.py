@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from refundflow.db.models import IdempotencyKeyRow, WebhookEventRow
+from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
 from refundflow.db.repository import (
     ClaimOutcome,
     adjust_customer_balance,
@@ -29,6 +30,8 @@ from refundflow.domain.errors import DomainError
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
 from tests.db.builders import MERCHANT
 from tests.db.helpers import count
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def _claim(session: Session, hash_: str, key: str = "idem-1") -> ClaimOutcome:
@@ -119,6 +122,34 @@ def test_outbox_rows_are_claimed_and_marked(session: Session) -> None:
         ("escalation", 1, "smtp down")
     ]
     session.commit()
+
+
+def test_a_round_marks_its_rows_in_one_statement(session: Session) -> None:
+    rows = [
+        enqueue_outbox(session, refund_id="r-1", channel="customer", template=f"t{n}")
+        for n in range(3)
+    ]
+    session.commit()
+    ids = [row.id for row in rows]
+    assert None not in ids
+    first, second, third = (int(i) for i in ids if i is not None)
+    marks = [
+        OutboxMark(outbox_id=first, sent=True),
+        OutboxMark(outbox_id=second, sent=False, error="smtp down"),
+        OutboxMark(outbox_id=third, sent=False, error="refused", give_up=True),
+    ]
+    mark_outbox_rows(session, marks, at=NOW)
+    session.commit()
+    # The session's copies were expired by the statement: read back, not as enqueued.
+    assert [(r.status, r.attempts, r.last_error) for r in rows] == [
+        ("sent", 1, ""),
+        ("pending", 1, "smtp down"),
+        ("failed", 1, "refused"),
+    ]
+    with pytest.raises(DomainError) as err:
+        mark_outbox_rows(session, [OutboxMark(outbox_id=third + 100, sent=True)], at=NOW)
+    assert err.value.code == "unknown_outbox"
+    session.rollback()
 
 
 def test_policies_are_versioned(session: Session) -> None:
