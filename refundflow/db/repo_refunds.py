@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import bindparam
+from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session, col, func, select
 
 from refundflow.crypto import Keyring
@@ -128,6 +130,23 @@ def requote_refund(
 
 def get_refund(session: Session, *, refund_id: str) -> RefundRow | None:
     return session.get(RefundRow, refund_id)
+
+
+def refund_for_notices(session: Session, *, refund_id: str) -> RefundRow | None:
+    """The refund's row without its large documents: the quote, and the request (loaded when
+    read: only rows written before contacts were sealed need it)."""
+    return session.exec(_FOR_NOTICES, params={"refund_id": refund_id}).first()
+
+
+# Built once (refundflow.db.core): every round of a refund's notices reads it.
+_FOR_NOTICES = (
+    select(RefundRow)
+    .options(
+        defer(cast(QueryableAttribute[Any], RefundRow.quote)),
+        defer(cast(QueryableAttribute[Any], RefundRow.request)),
+    )
+    .where(col(RefundRow.refund_id) == bindparam("refund_id"))
+)
 
 
 def set_refund_status(

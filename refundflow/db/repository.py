@@ -1,6 +1,7 @@
 """The repository API in one place. Every function takes a ``Session`` and keyword-only
-arguments, writes inside a savepoint of the caller's transaction and never commits: the
-caller decides what commits together (e.g. a refund, its audit event and its outbox rows).
+arguments, writes in the caller's transaction (in a savepoint where the database may refuse
+the write, so the caller's earlier work survives the refusal) and never commits: the caller
+decides what commits together (e.g. a refund, its audit event and its outbox rows).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from refundflow.db.repo_refunds import (
     create_refund,
     get_refund,
     prior_refunds,
+    refund_for_notices,
     requote_refund,
     set_refund_status,
 )
@@ -101,6 +103,7 @@ __all__ = [
     "record_approval",
     "record_delivery",
     "record_webhook_event",
+    "refund_for_notices",
     "register_payout_key",
     "release_idempotency_key",
     "release_reservation",

@@ -23,10 +23,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session
 
 from refundflow.crypto import Keyring, KeyringError, MissingKey
@@ -39,6 +38,7 @@ from refundflow.db.repository import (
     mark_outbox,
     merchant_webhook,
     record_delivery,
+    refund_for_notices,
 )
 from refundflow.domain.notices import Notice, render_notice
 from refundflow.notify.email import EmailSender
@@ -324,9 +324,7 @@ class NotificationDispatcher:
     def _recipient(self, session: Session, refund_id: str | None) -> _Recipient:
         if refund_id is None or (self.email is None and self.sms is None and self.webhooks is None):
             return _Recipient()  # no channel to send on: nothing to read
-        # Not the quote, nor the request unless it is needed (see _customer): large documents.
-        documents = [defer(_attribute(RefundRow.quote)), defer(_attribute(RefundRow.request))]
-        refund = session.get(RefundRow, refund_id, options=documents)
+        refund = refund_for_notices(session, refund_id=refund_id)
         if refund is None:
             return _Recipient()
         recipient = self._customer(refund)
@@ -366,11 +364,6 @@ class NotificationDispatcher:
                     write(session)
 
         await asyncio.to_thread(run)
-
-
-def _attribute(column: Any) -> QueryableAttribute[Any]:
-    """A model's column as the ORM attribute it is (SQLModel types it as its value)."""
-    return cast(QueryableAttribute[Any], column)
 
 
 def _event_id(row: OutboxRow) -> str:
