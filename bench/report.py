@@ -95,6 +95,7 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
         f"{s['open']} open: worker RSS {empty['worker']} -> {opened['worker']} MB,"
         f" server RSS {empty['temporal']} -> {opened['temporal']} MB"
         f" (opened at {s['opened_per_s']}/s, at rest {s['settle_s']} s later)",
+        f"  CPU s per refund, empty -> open: {_cpu(s)}",
         f"  GET /v1/refunds/{{id}} {_p(s['get_refund'])}",
         f"  POST /v1/refunds {_p(s['post_refunds'])}; approval {_p(s['approval'])}",
         f"  console inbox ({s['inbox']['waiting']} waiting): median {s['inbox']['median_ms']} ms,"
@@ -115,3 +116,10 @@ def _slowest(figures: dict[str, Any]) -> str:
 
 def _p(figures: dict[str, float]) -> str:
     return f"p50 {figures['p50_ms']} / p95 {figures['p95_ms']} / p99 {figures['p99_ms']} ms"
+
+
+def _cpu(scale: dict[str, Any]) -> str:
+    empty, opened = scale["cpu_s_per_refund_empty"], scale["cpu_s_per_refund_open"]
+    return ", ".join(
+        f"{name} {empty[name]} -> {opened[name]}" for name in ("worker", "temporal", "api")
+    )

@@ -53,8 +53,10 @@ async def scale_figures(
     approve = opened[-approvals:]
     approval_s = await _approvals(stack, approve, fingerprints)
     inbox = await measure_inbox(stack.api_url, stack.keys["approver"], loads=inbox_loads)
-    empty_rate = summary(empty.of("refunds_http"))["per_s"]
-    open_rate = summary([open_round])["per_s"]
+    empty_summary = summary(empty.of("refunds_http"))
+    empty_rate, open_rate = empty_summary["per_s"], summary([open_round])["per_s"]
+    # Which process pays for the runs held open: CPU per refund of each, open against empty.
+    cpu_open = {name: round(s / open_round.count, 4) for name, s in open_round.cpu_s.items()}
     return {
         "open": open_refunds,
         "opened_s": round(opened_s, 1),
@@ -68,6 +70,8 @@ async def scale_figures(
         "refunds_http_per_s_open": open_rate,
         "refunds_http_per_s_empty": empty_rate,
         "open_vs_empty": ratio(open_rate, empty_rate),
+        "cpu_s_per_refund_empty": empty_summary["cpu_s_per_workflow"],
+        "cpu_s_per_refund_open": cpu_open,
         "inbox": {
             "waiting": inbox.waiting,
             "loads": inbox.loads,

@@ -49,6 +49,8 @@ def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
 
     scale = results["scale"]
     assert scale["open"] > 0 and scale["opened_per_s"] > 0 and scale["settle_s"] >= 0
+    assert scale["cpu_s_per_refund_open"]["worker"] > 0
+    assert scale["cpu_s_per_refund_empty"]["worker"] > 0
     for process in ("worker", "temporal", "api"):
         assert scale["rss_mb_open"][process] > 0
     for latency in ("get_refund", "post_refunds", "approval"):
