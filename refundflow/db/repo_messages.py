@@ -14,7 +14,6 @@ from sqlmodel import Session, col, or_, select
 from refundflow.db.core import expire_copy, table_of, upsert_into
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
-from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
 from refundflow.db.types import utcnow
 from refundflow.domain.errors import DomainError, InvalidInput
 
@@ -39,6 +38,9 @@ class IdempotencyClaim:
     response: dict[str, Any] | None = None
 
 
+_KEYS = table_of(IdempotencyKeyRow)
+
+
 def claim_idempotency_key(
     session: Session,
     *,
@@ -52,7 +54,7 @@ def claim_idempotency_key(
     ``stale_after`` (its API process died mid-request) is taken over: safe because whatever
     the request started is named by the key itself (the refund id derives from it)."""
     now = at or utcnow()
-    keys = table_of(IdempotencyKeyRow)
+    keys = _KEYS
     row = {"merchant_id": merchant_id, "key": key, "request_hash": request_hash}
     # One statement: the key is ours if the insert took (a concurrent insert of the same key on
     # PostgreSQL waits for the other transaction, then takes nothing).
@@ -106,7 +108,7 @@ def complete_idempotency_key(
     at: datetime | None = None,
 ) -> IdempotencyKeyRow:
     now = at or utcnow()
-    keys = table_of(IdempotencyKeyRow)
+    keys = _KEYS
     # The usual case in one statement: our claim, still in flight, answered.
     answer = {"state": "done", "response": response, "updated_at": now}
     if refund_id is not None:
@@ -229,21 +231,6 @@ def claim_outbox(session: Session, *, limit: int = 50) -> list[OutboxRow]:
     return list(session.exec(statement).all())
 
 
-def mark_outbox(
-    session: Session,
-    *,
-    outbox_id: int,
-    sent: bool,
-    error: str = "",
-    give_up: bool = False,
-    at: datetime | None = None,
-) -> None:
-    """Record a delivery attempt: sent, failed for now (stays pending), or failed for good.
-    One UPDATE: the attempt counts in the database, whatever copy of the row the caller has."""
-    mark = OutboxMark(outbox_id=outbox_id, sent=sent, error=error, give_up=give_up)
-    mark_outbox_rows(session, [mark], at=at or utcnow())
-
-
 def lease_outbox(
     session: Session,
     *,
@@ -254,8 +241,8 @@ def lease_outbox(
 ) -> list[OutboxRow]:
     """Pending rows no other sender is delivering (of one refund, or all), oldest first,
     leased to the caller for ``lease_seconds``: commit, deliver outside any transaction, then
-    ``mark_outbox`` ends the lease. A sender that dies leaves rows that come back when the lease
-    runs out, so the lease must outlast one delivery round. One statement: the rows are
+    ``mark_outbox_rows`` ends the lease. A sender that dies leaves rows that come back when the
+    lease runs out, so the lease must outlast one delivery round. One statement: the rows are
     chosen (PostgreSQL skips those another transaction holds) and leased in the same UPDATE."""
     now = at or utcnow()
     statement = _LEASE_ANY if refund_id is None else _LEASE_OF_REFUND

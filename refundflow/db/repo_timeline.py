@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from refundflow.db.core import expire_copy, flush_pending, table_of
 from refundflow.db.models import AuditEventRow, OutboxRow, RefundRow
+from refundflow.db.types import utcnow
 from refundflow.domain.errors import InvalidInput
 
 _AUDIT = table_of(AuditEventRow)
@@ -129,11 +130,14 @@ class OutboxMark:
     give_up: bool = False
 
 
-def mark_outbox_rows(session: Session, marks: Sequence[OutboxMark], *, at: datetime) -> None:
+def mark_outbox_rows(
+    session: Session, marks: Sequence[OutboxMark], *, at: datetime | None = None
+) -> None:
     """Record delivery attempts: each row sent, failed for now (stays pending), or failed for
     good; its attempt counts in the database, whatever copy of the row the caller has."""
     if not marks:
         return
+    at = at or utcnow()
     params = [
         {
             "outbox_id": mark.outbox_id,

@@ -30,7 +30,6 @@ from refundflow.db.repo_messages import (
     enqueue_outbox,
     lease_outbox,
     list_outbox,
-    mark_outbox,
     record_delivery,
     record_webhook_event,
     release_idempotency_key,
@@ -65,11 +64,13 @@ from refundflow.db.repo_refunds import (
     set_refund_status,
 )
 from refundflow.db.repo_reservations import consume_reservation, release_reservation, reservations
+from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
 
 __all__ = [
     "ClaimOutcome",
     "IdempotencyClaim",
     "MerchantWebhook",
+    "OutboxMark",
     "PersonalDataAbsent",
     "PersonalDataErased",
     "account_balance",
@@ -96,7 +97,7 @@ __all__ = [
     "list_approvals",
     "list_audit",
     "list_outbox",
-    "mark_outbox",
+    "mark_outbox_rows",
     "merchant_webhook",
     "post_ledger",
     "prior_refunds",

@@ -33,9 +33,10 @@ from refundflow.db.engine import session_scope
 from refundflow.db.models import MerchantRow, OutboxRow, RefundRow
 from refundflow.db.personal import open_personal
 from refundflow.db.repository import (
+    OutboxMark,
     lease_outbox,
     list_outbox,
-    mark_outbox,
+    mark_outbox_rows,
     merchant_webhook,
     record_delivery,
     refund_for_notices,
@@ -180,7 +181,7 @@ class NotificationDispatcher:
         recipients: dict[str | None, _Recipient] = {}
         if recipient is not None and rows:
             recipients[rows[0].refund_id] = recipient
-        marks: list[Write] = []  # rows done whose mark is not written yet
+        marks: list[OutboxMark] = []  # rows done whose mark is not written yet
         for row in rows:
             if row.refund_id not in recipients:
                 recipients[row.refund_id] = await asyncio.to_thread(
@@ -189,11 +190,11 @@ class NotificationDispatcher:
             outcome = await self._deliver_row(row, recipients[row.refund_id], final, marks)
             report.rows.append(outcome)
         if marks:
-            await self._write(marks)
+            await self._write([partial(mark_outbox_rows, marks=marks)])
         return report
 
     async def _deliver_row(
-        self, row: OutboxRow, to: _Recipient, final: bool, marks: list[Write]
+        self, row: OutboxRow, to: _Recipient, final: bool, marks: list[OutboxMark]
     ) -> RowOutcome:
         """Deliver one row; its mark joins ``marks``. Each channel's record is written as soon
         as the channel is done, with the marks waiting so far."""
@@ -222,33 +223,26 @@ class NotificationDispatcher:
         error = "; ".join(retry + refused)
         if retry:
             give_up = final or row.attempts + 1 >= self.max_attempts
-            marks.append(
-                partial(mark_outbox, outbox_id=row.id, sent=False, error=error, give_up=give_up)
-            )
+            marks.append(OutboxMark(outbox_id=row.id, sent=False, error=error, give_up=give_up))
             return RowOutcome(row.id, "failed" if give_up else "pending", delivered, error)
         # A customer notice the customer got on no channel has failed, even if the merchant
         # heard of it; any other row fails only when every channel refused it.
         mine = {ch: d for ch, d in done.items() if ch in _CUSTOMER_CHANNELS} or done
         all_refused = bool(mine) and not any(d.get("ok") for d in mine.values())
         marks.append(
-            partial(
-                mark_outbox,
-                outbox_id=row.id,
-                sent=not all_refused,
-                error=error,
-                give_up=all_refused,
-            )
+            OutboxMark(outbox_id=row.id, sent=not all_refused, error=error, give_up=all_refused)
         )
         return RowOutcome(row.id, "failed" if all_refused else "sent", delivered, error)
 
     async def _record(
-        self, outbox_id: int, channel: str, ok: bool, detail: str, marks: list[Write]
+        self, outbox_id: int, channel: str, ok: bool, detail: str, marks: list[OutboxMark]
     ) -> None:
-        """A channel is done: its record, with the marks waiting so far, in one transaction."""
+        """A channel is done: its record, with the marks waiting so far (one statement), in
+        one transaction."""
         record = partial(
             record_delivery, outbox_id=outbox_id, channel=channel, ok=ok, detail=detail
         )
-        await self._write([*marks, record])
+        await self._write([partial(mark_outbox_rows, marks=list(marks)), record])
         marks.clear()
 
     def _targets(

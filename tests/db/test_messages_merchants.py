@@ -18,7 +18,6 @@ from refundflow.db.repository import (
     enqueue_outbox,
     get_policy,
     latest_policy,
-    mark_outbox,
     record_webhook_event,
     release_idempotency_key,
     revoke_api_key,
@@ -112,10 +111,10 @@ def test_outbox_rows_are_claimed_and_marked(session: Session) -> None:
         ("refund_received", "en"),
         ("escalation", "zh-CN"),
     ]
-    mark_outbox(session, outbox_id=first.id, sent=True)
+    mark_outbox_rows(session, [OutboxMark(outbox_id=first.id, sent=True)])
     retry = pending[1].id
     assert retry is not None
-    mark_outbox(session, outbox_id=retry, sent=False, error="smtp down")
+    mark_outbox_rows(session, [OutboxMark(outbox_id=retry, sent=False, error="smtp down")])
     session.commit()
     left = claim_outbox(session)
     assert [(o.template, o.attempts, o.last_error) for o in left] == [
