@@ -89,11 +89,14 @@ def reserve_new(
     session: Session, refund: RefundRow, payment_id: str, amount: int, now: datetime
 ) -> None:
     flush_pending(session)  # the refund's row first: the hold refers to it
-    tender = (refund.merchant_id, refund.order_id, payment_id)
+    tender = {
+        "of_merchant": refund.merchant_id,
+        "of_order": refund.order_id,
+        "of_payment": payment_id,
+    }
     # The race is decided here: one UPDATE under the row's lock, judged by the CHECK.
-    params = dict(zip(("of_merchant", "of_order", "of_payment"), tender, strict=True))
-    session.execute(_RESERVE, {**params, "amount": amount, "at": now})
-    expire_copy(session, TenderBalanceRow, tender)
+    session.execute(_RESERVE, {**tender, "amount": amount, "at": now})
+    expire_copy(session, TenderBalanceRow, (refund.merchant_id, refund.order_id, payment_id))
     hold = {
         "refund_id": refund.refund_id,
         "payment_id": payment_id,
