@@ -10,6 +10,7 @@ from pathlib import Path
 from bench import report
 from bench.__main__ import main
 from bench.tasks import buckets, task_figures
+from bench.tools import db_cost
 
 
 def _ordered(p: dict[str, float]) -> bool:
@@ -59,6 +60,13 @@ def test_the_quick_round_measures_every_section(tmp_path: Path) -> None:
     inbox = scale["inbox"]
     assert inbox["waiting"] == scale["open"] - results["options"]["approvals"]
     assert 0 < inbox["median_ms"] <= inbox["p90_ms"] and inbox["page_bytes"] > 0
+
+
+def test_db_cost_runs_the_refunds_database_work(tmp_path: Path) -> None:
+    """Each refund it measures is accepted, reserved and passes the second check (asserted
+    inside), on a fresh database."""
+    url = f"sqlite:///{tmp_path / 'refundflow.db'}"
+    assert db_cost.main(["--refunds", "3", "--warmup", "1", "--url", url]) > 0
 
 
 def test_workflow_task_buckets_add_up_over_label_sets() -> None:

@@ -74,13 +74,14 @@ def one_refund(activities: RefundActivities, order: OrderSnapshot, refund_id: st
         activities.record_steps(RecordStepsInput(refund_id=refund_id, steps=steps))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
+    """Runs the measure; returns (and prints) the CPU milliseconds per refund."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--refunds", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--url", default="")
     parser.add_argument("--profile", default="", help="a pstats sort key, e.g. tottime")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     url = args.url or f"sqlite:///{tempfile.mkdtemp(prefix='db-cost-')}/refundflow.db"
     upgrade(url)
     engine = make_engine(url)
@@ -105,9 +106,11 @@ def main() -> None:
         profile.disable()
     spent = time.process_time() - began
     engine.dispose()
-    print(f"db_cpu_ms_per_refund={1000 * spent / args.refunds:.2f} refunds={args.refunds}")
+    per_refund_ms = 1000 * spent / args.refunds
+    print(f"db_cpu_ms_per_refund={per_refund_ms:.2f} refunds={args.refunds}")
     if profile is not None:
         pstats.Stats(profile).sort_stats(args.profile).print_stats(30)
+    return per_refund_ms
 
 
 if __name__ == "__main__":
