@@ -6,7 +6,10 @@ the simulators, ``refundflow api`` and one ``refundflow worker`` as processes).
 Auto-approved refunds to the store balance (they settle at once and complete): the worker's
 CPU seconds (user + system, from /proc) per refund, refunds completed per second, the worker's
 RSS, and POST /v1/refunds latency at the given concurrency. ``--open N`` then starts N refunds
-that wait for an approver and reports the worker's RSS growth per run it holds in its cache.
+that wait for an approver and reports the worker's RSS growth per run it holds in its cache,
+waits until the stack is at rest and reports each process's idle CPU with them open;
+``--rounds-open K`` then times K batches more with them open (what open runs cost new ones).
+Each batch reports CPU per refund of the worker, the API and the Temporal server.
 ``--profile out.json`` records the worker with py-spy (GIL holders only: speedscope format
 for ``.json``, collapsed stacks for ``.txt``) during the last timed batch; ``--api-only`` runs
 no worker and measures the API's PUT+POST CPU and POST latency alone; ``--postgres URL`` uses
@@ -127,6 +130,17 @@ async def wait_for(stack: ChaosStack, prefix: str, status: str, n: int) -> None:
         await asyncio.sleep(0.1)
 
 
+async def at_rest(stack: ChaosStack) -> None:
+    """Until the stack's processes together use under a quarter of a core for 3 s (at most
+    180 s): the burst's notices and the server's own writes have followed it."""
+    pids = [p.pid for p in stack.processes._running.values()]
+    quiet, deadline = 0, time.monotonic() + 180
+    while quiet < 3 and time.monotonic() < deadline:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        await asyncio.sleep(1)
+        quiet = quiet + 1 if sum(cpu_seconds(pid) for pid in pids) - before < 0.25 else 0
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -143,6 +157,7 @@ async def batch(
 ) -> dict[str, float]:
     worker = stack.processes._running["worker-1"].pid
     api = stack.processes._running["api"].pid
+    server = stack.processes._running["temporal"].pid
     prefix = f"{label}-{uuid.uuid4().hex[:6]}-"
     names = [f"{prefix}{i}" for i in range(n)]
     spy = None
@@ -150,16 +165,18 @@ async def batch(
         spy = _py_spy(worker, profile)
         await asyncio.sleep(1)
     cpu0, api0, t0 = cpu_seconds(worker), cpu_seconds(api), time.monotonic()
+    server0 = cpu_seconds(server)
     latencies = await place(http, names, concurrency, 5900)
     await wait_for(stack, prefix, "COMPLETED", n)
     elapsed = time.monotonic() - t0
-    cpu1, api1 = cpu_seconds(worker), cpu_seconds(api)
+    cpu1, api1, server1 = cpu_seconds(worker), cpu_seconds(api), cpu_seconds(server)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait()
     return {
         "worker_cpu_s_per_refund": (cpu1 - cpu0) / n,
         "api_cpu_s_per_refund": (api1 - api0) / n,
+        "server_cpu_s_per_refund": (server1 - server0) / n,
         "refunds_per_s": n / elapsed,
         "post_p50_ms": pct(latencies, 0.5),
         "post_p99_ms": pct(latencies, 0.99),
@@ -175,6 +192,12 @@ async def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--open", type=int, default=0)
+    parser.add_argument(
+        "--rounds-open",
+        type=int,
+        default=0,
+        help="timed rounds again after the --open refunds are waiting (what open runs cost)",
+    )
     parser.add_argument("--profile")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the worker")
     parser.add_argument("--postgres", help="a PostgreSQL server URL: a fresh database on it")
@@ -198,21 +221,35 @@ async def main() -> None:
                     await api_only(stack, http, args)
                     return
                 await batch(stack, http, args.warmup, args.concurrency, label="warm")
-                for i in range(args.rounds):
-                    last = i == args.rounds - 1
-                    figures = await batch(
-                        stack,
-                        http,
-                        args.refunds,
-                        args.concurrency,
-                        label=f"run{i}",
-                        profile=args.profile if last else None,
-                    )
-                    print(" ".join(f"{k}={v:.4f}" for k, v in figures.items()), flush=True)
+                await timed_rounds(stack, http, args, "run", args.rounds, args.profile)
                 if args.open:
                     await open_runs(stack, http, args.open, args.concurrency)
+                open_profile = args.profile and _with_suffix(args.profile, "-open")
+                await timed_rounds(stack, http, args, "open", args.rounds_open, open_profile)
         finally:
             await stack.close()
+
+
+async def timed_rounds(
+    stack: ChaosStack,
+    http: httpx.AsyncClient,
+    args: argparse.Namespace,
+    label: str,
+    count: int,
+    profile: str | None,
+) -> None:
+    """``count`` timed batches, each printed; ``profile`` records the last one."""
+    for i in range(count):
+        last = i == count - 1
+        figures = await batch(
+            stack,
+            http,
+            args.refunds,
+            args.concurrency,
+            label=f"{label}{i}",
+            profile=profile if last else None,
+        )
+        print(" ".join(f"{k}={v:.4f}" for k, v in figures.items()), flush=True)
 
 
 async def api_only(stack: ChaosStack, http: httpx.AsyncClient, args: argparse.Namespace) -> None:
@@ -248,6 +285,11 @@ def _py_spy(pid: int, profile: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _with_suffix(profile: str, suffix: str) -> str:
+    path = Path(profile)
+    return str(path.with_name(path.stem + suffix + path.suffix))
+
+
 def fresh_postgres(server: str, name: str) -> str:
     admin = create_engine(normalize_url(server), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -263,8 +305,18 @@ async def open_runs(stack: ChaosStack, http: httpx.AsyncClient, n: int, concurre
     prefix = f"open-{uuid.uuid4().hex[:6]}-"
     await place(http, [f"{prefix}{i}" for i in range(n)], concurrency, 89900)
     await wait_for(stack, prefix, "AWAITING_APPROVAL", n)
-    await asyncio.sleep(3)
+    await at_rest(stack)
     after = rss_mb(worker)
+    # What the open runs cost while nothing happens: sweeps, timers, the server's own work.
+    idle = {name: cpu_seconds(proc.pid) for name, proc in stack.processes._running.items()}
+    await asyncio.sleep(10)
+    print(
+        " ".join(
+            f"idle_cores_{name}={(cpu_seconds(stack.processes._running[name].pid) - cpu) / 10:.3f}"
+            for name, cpu in idle.items()
+        ),
+        flush=True,
+    )
     print(
         f"open_runs={n} rss_before_mb={before:.1f} rss_after_mb={after:.1f}"
         f" kb_per_cached_run={(after - before) * 1024 / n:.1f}",

@@ -219,6 +219,11 @@ class ReviewAndReserveResult(BaseModel):
     review: ReviewResult
     reserved: ReserveResult
     """The quote's reservation; for a refund rejected at review, its row without a hold."""
+    second_check: RecheckResult | None = None
+    """The payout's second check (``recheck_quote``), made after the reservation's commit when
+    review's plan goes straight to the payout: the payout stage then starts without a local
+    activity of its own. None in results recorded before it was made here, so those runs
+    replay with the check in a local activity of its own."""
 
 
 class RefundWorkflowInput(BaseModel):

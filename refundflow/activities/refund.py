@@ -62,7 +62,7 @@ from refundflow.domain.errors import DomainError, OverRefund
 from refundflow.domain.orders import PaymentMethod, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
 from refundflow.domain.quote import Quote
-from refundflow.domain.review import ReviewOutcome, review
+from refundflow.domain.review import ReviewOutcome, pays_at_once, review
 from refundflow.domain.states import RefundStatus
 from refundflow.gateways.base import (
     Gateway,
@@ -187,7 +187,20 @@ class RefundActivities(ProviderCalls):
             # The entry first, as the run made it; the review read nothing it writes.
             write_steps(session, inp.steps)
             reserved = self._reserve(session, reserve)
-        return ReviewAndReserveResult(review=reviewed, reserved=reserved)
+        second_check = None
+        if reserved.ok and decision.quote is not None and pays_at_once(decision):
+            # The payout follows in this workflow task: its check reads what was just
+            # committed, as its own local activity would a moment later.
+            second_check = self.recheck_quote(
+                RecheckInput(
+                    refund_id=inp.review.refund_id,
+                    expected_fingerprint=decision.quote.fingerprint(),
+                    fx_rate=inp.review.fx_rate,
+                )
+            )
+        return ReviewAndReserveResult(
+            review=reviewed, reserved=reserved, second_check=second_check
+        )
 
     @activity.defn
     def reserve_refund(self, inp: ReserveInput) -> ReserveResult:

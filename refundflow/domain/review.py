@@ -76,6 +76,17 @@ class ReviewDecision(BaseModel):
     tags: list[str] = []
 
 
+def pays_at_once(decision: ReviewDecision) -> bool:
+    """Accepted with no stage before the payout: nothing waits between review and payment."""
+    return (
+        decision.outcome is ReviewOutcome.AUTO_APPROVE
+        and decision.quote is not None
+        and not (
+            decision.supplier_check or decision.return_required or decision.customer_confirmation
+        )
+    )
+
+
 @dataclass(frozen=True)
 class _Finding:
     code: ReasonCode

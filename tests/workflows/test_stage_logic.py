@@ -44,8 +44,9 @@ from refundflow.activities.contracts import (
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan
 from refundflow.domain.policy import DEFAULT_POLICY
-from refundflow.domain.review import ReviewDecision, ReviewOutcome
+from refundflow.domain.review import ReviewDecision, ReviewOutcome, pays_at_once
 from refundflow.domain.states import (
+    ApprovalDecision,
     CancelRequest,
     PayoutEvent,
     PayoutStatus,
@@ -77,6 +78,10 @@ class Mocks:
     sent: list[str] = field(default_factory=list)
     queried: list[str] = field(default_factory=list)
     reserved: list[int | None] = field(default_factory=list)
+    second_check_detail: str | None = None
+    """The second check made with the review: None when it matches, else why it does not."""
+    rechecked: int = 0
+    """Second checks made in a local activity of their own."""
 
     def activities(self) -> list[Any]:
         order = factories.order(merchant_id="m-1")
@@ -107,7 +112,19 @@ class Mocks:
             decision = reviewed.decision
             accepted = decision.outcome is not ReviewOutcome.REJECT and decision.quote is not None
             self.reserved.append(decision.quote.total if accepted and decision.quote else None)
-            return ReviewAndReserveResult(review=reviewed, reserved=ReserveResult(ok=True))
+            check = None
+            if decision.quote is not None and pays_at_once(decision):
+                fingerprint = decision.quote.fingerprint()
+                failed = self.second_check_detail
+                check = RecheckResult(
+                    matches=failed is None,
+                    fingerprint="0" * len(fingerprint) if failed else fingerprint,
+                    total=decision.quote.total,
+                    detail=failed or "",
+                )
+            return ReviewAndReserveResult(
+                review=reviewed, reserved=ReserveResult(ok=True), second_check=check
+            )
 
         @activity.defn(name="record_steps")
         async def record_steps(inp: RecordStepsInput) -> None:
@@ -146,6 +163,7 @@ class Mocks:
 
         @activity.defn(name="recheck_quote")
         async def recheck_quote(inp: RecheckInput) -> RecheckResult:
+            self.rechecked += 1
             return RecheckResult(matches=True, fingerprint=inp.expected_fingerprint, total=0)
 
         @activity.defn(name="register_payout")
@@ -276,6 +294,40 @@ async def test_a_rejection_at_review_records_the_refund_and_nothing_else(harness
     assert harness.mocks.reserved == [None]  # the row, no reservation
     assert harness.mocks.recorded == ["review_started", "rejected"]
     assert harness.mocks.sent == []
+
+
+async def test_the_review_makes_the_second_check_when_the_payout_follows_at_once(
+    harness: Harness,
+) -> None:
+    """Auto-approved with no stage before the payout: the review's local activity made the
+    second check, so the payout stage pays without one of its own."""
+    handle = await harness.start()
+    await harness.until(handle, RefundStatus.AWAITING_FUNDS)
+    assert harness.mocks.rechecked == 0 and len(harness.mocks.sent) == 1
+
+
+async def test_a_second_check_with_the_review_that_fails_pays_nothing(harness: Harness) -> None:
+    harness.mocks.second_check_detail = "the order changed"
+    handle = await harness.start()
+    state = await harness.until(handle, RefundStatus.NEEDS_ATTENTION)
+    assert harness.mocks.sent == [] and harness.mocks.rechecked == 0
+    assert state.timeline[-1].message.endswith("second check failed: the order changed")
+
+
+async def test_a_payout_after_a_wait_makes_its_own_second_check(harness: Harness) -> None:
+    """Approval comes later: a check made with the review would be stale by then."""
+    harness.mocks.decision = {"outcome": ReviewOutcome.NEEDS_APPROVAL, "approvers_required": 1}
+    handle = await harness.start()
+    state = await harness.until(handle, RefundStatus.AWAITING_APPROVAL)
+    assert state.quote is not None
+    await handle.execute_update(
+        RefundWorkflow.decide,
+        ApprovalDecision(
+            approver_id="a-1", decision="APPROVE", quote_fingerprint=state.quote.fingerprint()
+        ),
+    )
+    await harness.until(handle, RefundStatus.AWAITING_FUNDS)
+    assert harness.mocks.rechecked == 1 and len(harness.mocks.sent) == 1
 
 
 async def test_a_deduction_sends_the_refund_back_to_approval(harness: Harness) -> None:

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         DeliverInput,
         DeliverResult,
         Notification,
+        RecheckResult,
         RecordStepsInput,
         RefundContext,
         RefundWorkflowInput,
@@ -87,6 +88,9 @@ class Run:
         """The run ends or continues as new: messages still in the inbox go with the state."""
         self._batched: bool | None = None
         self._steps: list[DbStep] = []
+        self.second_check: RecheckResult | None = None
+        """The payout's second check made with the review, for a payout stage that follows in
+        the same workflow task; dropped once the run waits on anything (:meth:`flush`)."""
 
     @property
     def batched(self) -> bool:
@@ -108,6 +112,7 @@ class Run:
         """Before the run waits on the world (a message, a timer, a provider, its end): the
         writes since the last flush (and the notices among them delivered, in the same local
         activity), then the search attributes."""
+        self.second_check = None
         if not self.batched:
             return
         steps = self.take_steps()

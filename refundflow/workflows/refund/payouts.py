@@ -66,18 +66,21 @@ async def pay(run: Run) -> None:
             await run.cancelled()
             return
         await run.enter("payout_started", "second check before the first payout")
-        check = await workflow.execute_local_activity_method(
-            RefundActivities.recheck_quote,
-            RecheckInput(
-                refund_id=state.refund_id,
-                expected_fingerprint=state.fingerprint,
-                fx_rate=run.inp.fx_rate,
-            ),
-            start_to_close_timeout=DB_STEP,
-            summary="recompute the quote independently",
-        )
-        if not check.matches:
-            await run.escalate(f"second check failed: {check.detail}")
+        check = run.second_check  # made with the review when the payout follows at once
+        if check is None:
+            check = await workflow.execute_local_activity_method(
+                RefundActivities.recheck_quote,
+                RecheckInput(
+                    refund_id=state.refund_id,
+                    expected_fingerprint=state.fingerprint,
+                    fx_rate=run.inp.fx_rate,
+                ),
+                start_to_close_timeout=DB_STEP,
+                summary="recompute the quote independently",
+            )
+        if not check.matches or check.fingerprint != state.fingerprint:
+            detail = check.detail or f"the run's quote is no longer {check.fingerprint[:8]}"
+            await run.escalate(f"second check failed: {detail}")
             return
         now = workflow.now()
         # From here on a cancel is refused: the records exist before anything is sent.

@@ -1,0 +1,55 @@
+"""The review's local activity (``review_and_reserve``) on both databases: the refund's row and
+hold, and the payout's second check when nothing stands between review and payment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from refundflow.activities.contracts import ReviewAndReserveInput, ReviewInput
+from refundflow.activities.refund import RefundActivities
+from refundflow.db.repository import upsert_order
+from refundflow.domain.review import ReviewOutcome
+from tests.db import builders as b
+
+AS_OF = datetime(2026, 3, 6, 12, tzinfo=UTC)
+
+
+def _review(engine: Engine, session: Session, order_id: str, **order: Any) -> Any:
+    # Paid, not shipped yet: nothing to send back.
+    snapshot = b.order(order_id, status="PAID", delivered_at=None, **order)
+    upsert_order(session, order=snapshot)
+    session.commit()
+    request = b.request(snapshot, items=[{"line_id": "l1", "quantity": 1}], reason="CHANGED_MIND")
+    review = ReviewInput(
+        refund_id=f"r-{order_id}",
+        merchant_id=b.MERCHANT,
+        order_id=order_id,
+        request=request,
+        as_of=AS_OF,
+    )
+    return RefundActivities(engine, {}).review_and_reserve(ReviewAndReserveInput(review=review))
+
+
+def test_a_refund_paid_at_once_gets_its_second_check_with_the_review(
+    session: Session, engine: Engine
+) -> None:
+    result = _review(engine, session, "o-small")
+    decision = result.review.decision
+    assert decision.outcome is ReviewOutcome.AUTO_APPROVE and result.reserved.ok
+    check = result.second_check
+    assert check is not None and check.matches, check
+    assert check.fingerprint == decision.quote.fingerprint()
+    assert check.total == decision.quote.total
+
+
+def test_a_refund_that_waits_for_an_approver_gets_no_second_check_yet(
+    session: Session, engine: Engine
+) -> None:
+    lines = [{"line_id": "l1", "sku": "A", "quantity": 1, "unit_price": 90000}]
+    result = _review(engine, session, "o-big", lines=lines, payments=[b.payment("p1", 90000)])
+    assert result.review.decision.outcome is ReviewOutcome.NEEDS_APPROVAL
+    assert result.reserved.ok and result.second_check is None
