@@ -80,6 +80,22 @@ class ArrivalInput(BaseModel):
     not_before: date | None = None
 
 
+class ArrivalAhead(BaseModel):
+    """The first payout's expected arrival, worked out with the review for a refund that pays
+    at once (``plan_arrival`` on a ``start`` and routes known then). It answers the run's own
+    question only when that is the same one: the same day, routes and open routes, nothing
+    promised before; policy and country are the review's context, as the run's."""
+
+    start: date
+    routes: list[PaymentMethod]
+    open_routes: list[PaymentMethod]
+    plan: ArrivalPlan
+
+    def answers(self, inp: ArrivalInput) -> bool:
+        asked = (inp.start, inp.routes, inp.open_routes, inp.not_before)
+        return asked == (self.start, self.routes, self.open_routes, None)
+
+
 class Notification(BaseModel):
     """An outbox row: delivered by the notification issue's channels, recorded here first."""
 
@@ -224,6 +240,8 @@ class ReviewAndReserveResult(BaseModel):
     review's plan goes straight to the payout: the payout stage then starts without a local
     activity of its own. None in results recorded before it was made here, so those runs
     replay with the check in a local activity of its own."""
+    first_arrival: ArrivalAhead | None = None
+    """Likewise the first payout's expected arrival (``plan_arrival``), for the same refunds."""
 
 
 class RefundWorkflowInput(BaseModel):

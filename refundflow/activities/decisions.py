@@ -8,13 +8,15 @@ No database or network here: plain functions of their input.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from temporalio import activity
 
 from refundflow.activities.contracts import (
+    ArrivalAhead,
     ArrivalInput,
+    RefundContext,
     RequoteInput,
     RequoteResult,
 )
@@ -22,6 +24,7 @@ from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan, arrival_plan
 from refundflow.domain.errors import DomainError
 from refundflow.domain.provider_rules import first_poll_after
+from refundflow.domain.quote import Quote
 
 
 @activity.defn
@@ -54,6 +57,24 @@ def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
     default = timedelta(minutes=inp.policy.follow_up.first_poll_minutes)
     first_poll = first_poll_after(inp.open_routes, default)
     return plan.model_copy(update={"first_poll_seconds": int(first_poll.total_seconds())})
+
+
+def first_arrival(context: RefundContext, quote: Quote, start: date) -> ArrivalAhead | None:
+    """What ``plan_arrival`` will answer when the first payout of ``quote`` is sent on
+    ``start``, if it is due at once (the refund pays as soon as it is reviewed)."""
+    planned = sorted(quote.payouts, key=lambda payout: payout.seq)
+    if not planned or planned[0].due_after_days:
+        return None
+    routes, open_routes = [planned[0].route], [payout.route for payout in planned]
+    asked = ArrivalInput(
+        start=start,
+        routes=routes,
+        open_routes=open_routes,
+        policy=context.policy,
+        country=context.order.country,
+    )
+    plan = plan_arrival(asked)
+    return ArrivalAhead(start=start, routes=routes, open_routes=open_routes, plan=plan)
 
 
 def all_decisions() -> list[Callable[..., Any]]:

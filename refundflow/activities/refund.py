@@ -35,6 +35,7 @@ from refundflow.activities.contracts import (
     ReviewResult,
     TransitionInput,
 )
+from refundflow.activities.decisions import first_arrival
 from refundflow.activities.payout_calls import ProviderCalls
 from refundflow.activities.refund_writes import (
     write_approval,
@@ -187,19 +188,22 @@ class RefundActivities(ProviderCalls):
             # The entry first, as the run made it; the review read nothing it writes.
             write_steps(session, inp.steps)
             reserved = self._reserve(session, reserve)
-        second_check = None
-        if reserved.ok and decision.quote is not None and pays_at_once(decision):
-            # The payout follows in this workflow task: its check reads what was just
-            # committed, as its own local activity would a moment later.
-            second_check = self.recheck_quote(
-                RecheckInput(
-                    refund_id=inp.review.refund_id,
-                    expected_fingerprint=decision.quote.fingerprint(),
-                    fx_rate=inp.review.fx_rate,
-                )
+        if not (reserved.ok and decision.quote is not None and pays_at_once(decision)):
+            return ReviewAndReserveResult(review=reviewed, reserved=reserved)
+        # The payout follows in this workflow task: its check reads what was just committed,
+        # as its own local activity would a moment later; its expected arrival likewise.
+        second_check = self.recheck_quote(
+            RecheckInput(
+                refund_id=inp.review.refund_id,
+                expected_fingerprint=decision.quote.fingerprint(),
+                fx_rate=inp.review.fx_rate,
             )
+        )
         return ReviewAndReserveResult(
-            review=reviewed, reserved=reserved, second_check=second_check
+            review=reviewed,
+            reserved=reserved,
+            second_check=second_check,
+            first_arrival=first_arrival(context, decision.quote, inp.review.as_of.date()),
         )
 
     @activity.defn

@@ -1,17 +1,20 @@
 """The review's local activity (``review_and_reserve``) on both databases: the refund's row and
-hold, and the payout's second check when nothing stands between review and payment."""
+hold, and, when nothing stands between review and payment, the payout's second check and its
+expected arrival."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from refundflow.activities.contracts import ReviewAndReserveInput, ReviewInput
+from refundflow.activities.contracts import ArrivalInput, ReviewAndReserveInput, ReviewInput
+from refundflow.activities.decisions import plan_arrival
 from refundflow.activities.refund import RefundActivities
 from refundflow.db.repository import upsert_order
+from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.review import ReviewOutcome
 from tests.db import builders as b
 
@@ -44,6 +47,19 @@ def test_a_refund_paid_at_once_gets_its_second_check_with_the_review(
     assert check is not None and check.matches, check
     assert check.fingerprint == decision.quote.fingerprint()
     assert check.total == decision.quote.total
+    # And the first payout's expected arrival, as plan_arrival answers it for that day.
+    ahead = result.first_arrival
+    assert ahead is not None and ahead.start == AS_OF.date()
+    asked = ArrivalInput(
+        start=AS_OF.date(),
+        routes=ahead.routes,
+        open_routes=ahead.open_routes,
+        policy=result.review.context.policy,
+        country="CN",
+    )
+    assert ahead.routes == [PaymentMethod.ALIPAY] and ahead.answers(asked)
+    assert ahead.plan == plan_arrival(asked)
+    assert not ahead.answers(asked.model_copy(update={"start": date(2026, 3, 7)}))
 
 
 def test_a_refund_that_waits_for_an_approver_gets_no_second_check_yet(
@@ -52,4 +68,4 @@ def test_a_refund_that_waits_for_an_approver_gets_no_second_check_yet(
     lines = [{"line_id": "l1", "sku": "A", "quantity": 1, "unit_price": 90000}]
     result = _review(engine, session, "o-big", lines=lines, payments=[b.payment("p1", 90000)])
     assert result.review.decision.outcome is ReviewOutcome.NEEDS_APPROVAL
-    assert result.reserved.ok and result.second_check is None
+    assert result.reserved.ok and result.second_check is None and result.first_arrival is None

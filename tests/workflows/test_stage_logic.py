@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from refundflow.activities.contracts import (
     ApprovalInput,
+    ArrivalAhead,
     ArrivalInput,
     DeliverInput,
     DeliverResult,
@@ -82,6 +83,11 @@ class Mocks:
     """The second check made with the review: None when it matches, else why it does not."""
     rechecked: int = 0
     """Second checks made in a local activity of their own."""
+    arrival_ahead_days: int | None = None
+    """The review works out the first payout's arrival for this many days before the day it
+    reviews (0: that day); None: it works out none."""
+    planned_arrivals: int = 0
+    """Arrivals planned in a local activity of their own."""
 
     def activities(self) -> list[Any]:
         order = factories.order(merchant_id="m-1")
@@ -122,8 +128,19 @@ class Mocks:
                     total=decision.quote.total,
                     detail=failed or "",
                 )
+            ahead = None
+            if check is not None and decision.quote and self.arrival_ahead_days is not None:
+                start = inp.review.as_of.date() - timedelta(days=self.arrival_ahead_days)
+                routes = [p.route for p in decision.quote.payouts]
+                far = ArrivalPlan(
+                    earliest=start, latest=start + timedelta(days=9), window_ends_at=None
+                )
+                ahead = ArrivalAhead(start=start, routes=routes[:1], open_routes=routes, plan=far)
             return ReviewAndReserveResult(
-                review=reviewed, reserved=ReserveResult(ok=True), second_check=check
+                review=reviewed,
+                reserved=ReserveResult(ok=True),
+                second_check=check,
+                first_arrival=ahead,
             )
 
         @activity.defn(name="record_steps")
@@ -197,6 +214,7 @@ class Mocks:
 
         @activity.defn(name="plan_arrival")
         async def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
+            self.planned_arrivals += 1
             latest = inp.start + timedelta(days=3)
             ends = datetime.combine(latest + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
             return ArrivalPlan(
@@ -304,6 +322,26 @@ async def test_the_review_makes_the_second_check_when_the_payout_follows_at_once
     handle = await harness.start()
     await harness.until(handle, RefundStatus.AWAITING_FUNDS)
     assert harness.mocks.rechecked == 0 and len(harness.mocks.sent) == 1
+
+
+async def test_an_arrival_worked_out_with_the_review_answers_the_same_question(
+    harness: Harness,
+) -> None:
+    harness.mocks.arrival_ahead_days = 0
+    handle = await harness.start()
+    state = await harness.until(handle, RefundStatus.AWAITING_FUNDS)
+    assert harness.mocks.planned_arrivals == 0
+    sent = next(t for t in state.timeline if t.kind == "payout_sent")
+    assert state.expected_by == (sent.at.date() + timedelta(days=9)).isoformat()
+
+
+async def test_an_arrival_worked_out_for_another_day_is_asked_again(harness: Harness) -> None:
+    harness.mocks.arrival_ahead_days = 1
+    handle = await harness.start()
+    state = await harness.until(handle, RefundStatus.AWAITING_FUNDS)
+    assert harness.mocks.planned_arrivals == 1
+    sent = next(t for t in state.timeline if t.kind == "payout_sent")
+    assert state.expected_by == (sent.at.date() + timedelta(days=3)).isoformat()
 
 
 async def test_a_second_check_with_the_review_that_fails_pays_nothing(harness: Harness) -> None:

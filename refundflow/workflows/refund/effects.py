@@ -27,6 +27,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from refundflow.activities.contracts import (
+        ArrivalAhead,
         DbStep,
         DeliverInput,
         DeliverResult,
@@ -91,6 +92,9 @@ class Run:
         self.second_check: RecheckResult | None = None
         """The payout's second check made with the review, for a payout stage that follows in
         the same workflow task; dropped once the run waits on anything (:meth:`flush`)."""
+        self.first_arrival: ArrivalAhead | None = None
+        """The first payout's expected arrival worked out with the review, for the first
+        question the run asks if it is the same one (``money.plan_arrival``)."""
 
     @property
     def batched(self) -> bool:

@@ -90,19 +90,24 @@ async def plan_arrival(run: Run, routes: list[PaymentMethod], *, widen: bool = T
     ``widen`` keeps what earlier payouts promised (a new payout never shortens it)."""
     state = run.state
     previous = state.expected_by if widen else None
-    plan = await workflow.execute_local_activity(
-        decisions.plan_arrival,
-        ArrivalInput(
-            start=workflow.now().date(),
-            routes=routes,
-            open_routes=[p.route for p in state.latest_payouts()],
-            policy=run.context.policy,
-            country=run.context.order.country,
-            not_before=date.fromisoformat(previous) if previous else None,
-        ),
-        start_to_close_timeout=DB_STEP,
-        summary="expected arrival",
+    asked = ArrivalInput(
+        start=workflow.now().date(),
+        routes=routes,
+        open_routes=[p.route for p in state.latest_payouts()],
+        policy=run.context.policy,
+        country=run.context.order.country,
+        not_before=date.fromisoformat(previous) if previous else None,
     )
+    ahead, run.first_arrival = run.first_arrival, None
+    if ahead is not None and ahead.answers(asked):
+        plan = ahead.plan  # worked out with the review, on the same question
+    else:
+        plan = await workflow.execute_local_activity(
+            decisions.plan_arrival,
+            asked,
+            start_to_close_timeout=DB_STEP,
+            summary="expected arrival",
+        )
     state.expected_by = plan.latest.isoformat()
     state.window_ends_at = plan.window_ends_at
     state.first_poll_seconds = plan.first_poll_seconds

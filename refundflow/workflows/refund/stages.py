@@ -46,9 +46,9 @@ async def review(run: Run) -> None:
             summary="review against order, policy and prior refunds; reserve",
         )
         result, reserved = both.review, both.reserved
-        # Made when the payout follows at once; absent from results recorded before it was
-        # made here, so those runs replay with a check of its own (no patch needed).
-        run.second_check = both.second_check
+        # Made when the payout follows at once; absent from results recorded before they were
+        # made here, so those runs replay with local activities of their own (no patch needed).
+        run.second_check, run.first_arrival = both.second_check, both.first_arrival
     else:
         result = await workflow.execute_local_activity_method(
             RefundActivities.review_refund,
