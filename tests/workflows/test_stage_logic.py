@@ -324,24 +324,22 @@ async def test_the_review_makes_the_second_check_when_the_payout_follows_at_once
     assert harness.mocks.rechecked == 0 and len(harness.mocks.sent) == 1
 
 
-async def test_an_arrival_worked_out_with_the_review_answers_the_same_question(
-    harness: Harness,
+@pytest.mark.parametrize(
+    ("days_before", "asked_again", "expected_after"),
+    [(0, 0, 9), (1, 1, 3)],
+    ids=["the-same-day", "another-day"],
+)
+async def test_an_arrival_worked_out_with_the_review_answers_only_the_same_question(
+    harness: Harness, days_before: int, asked_again: int, expected_after: int
 ) -> None:
-    harness.mocks.arrival_ahead_days = 0
+    """The review's plan says 9 days, plan_arrival's (the mock's) 3: the run takes the
+    review's only for the day it was worked out for."""
+    harness.mocks.arrival_ahead_days = days_before
     handle = await harness.start()
     state = await harness.until(handle, RefundStatus.AWAITING_FUNDS)
-    assert harness.mocks.planned_arrivals == 0
+    assert harness.mocks.planned_arrivals == asked_again
     sent = next(t for t in state.timeline if t.kind == "payout_sent")
-    assert state.expected_by == (sent.at.date() + timedelta(days=9)).isoformat()
-
-
-async def test_an_arrival_worked_out_for_another_day_is_asked_again(harness: Harness) -> None:
-    harness.mocks.arrival_ahead_days = 1
-    handle = await harness.start()
-    state = await harness.until(handle, RefundStatus.AWAITING_FUNDS)
-    assert harness.mocks.planned_arrivals == 1
-    sent = next(t for t in state.timeline if t.kind == "payout_sent")
-    assert state.expected_by == (sent.at.date() + timedelta(days=3)).isoformat()
+    assert state.expected_by == (sent.at.date() + timedelta(days=expected_after)).isoformat()
 
 
 async def test_a_second_check_with_the_review_that_fails_pays_nothing(harness: Harness) -> None:
