@@ -59,9 +59,16 @@ def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
     return plan.model_copy(update={"first_poll_seconds": int(first_poll.total_seconds())})
 
 
-def first_arrival(context: RefundContext, quote: Quote, start: date) -> ArrivalAhead | None:
-    """What ``plan_arrival`` will answer when the first payout of ``quote`` is sent on
-    ``start``, if it is due at once (the refund pays as soon as it is reviewed)."""
+def first_arrival(
+    context: RefundContext,
+    quote: Quote,
+    start: date,
+    *,
+    plan: Callable[[ArrivalInput], ArrivalPlan],
+) -> ArrivalAhead | None:
+    """What ``plan`` (the worker's ``plan_arrival``) will answer when the first payout of
+    ``quote`` is sent on ``start``, if it is due at once (the refund pays as soon as it is
+    reviewed)."""
     planned = sorted(quote.payouts, key=lambda payout: payout.seq)
     if not planned or planned[0].due_after_days:
         return None
@@ -73,8 +80,7 @@ def first_arrival(context: RefundContext, quote: Quote, start: date) -> ArrivalA
         policy=context.policy,
         country=context.order.country,
     )
-    plan = plan_arrival(asked)
-    return ArrivalAhead(start=start, routes=routes, open_routes=open_routes, plan=plan)
+    return ArrivalAhead(start=start, routes=routes, open_routes=open_routes, plan=plan(asked))
 
 
 def all_decisions() -> list[Callable[..., Any]]:

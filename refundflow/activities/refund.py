@@ -19,8 +19,10 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from refundflow.activities import decisions
 from refundflow.activities.contracts import (
     ApprovalInput,
+    ArrivalInput,
     RecheckInput,
     RecheckResult,
     RecordPayoutInput,
@@ -59,6 +61,7 @@ from refundflow.db.repository import (
     prior_refunds,
 )
 from refundflow.domain.calculation import compute_quote
+from refundflow.domain.calendar import ArrivalPlan
 from refundflow.domain.errors import DomainError, OverRefund
 from refundflow.domain.orders import PaymentMethod, RefundRequest
 from refundflow.domain.policy import DEFAULT_POLICY, Policy
@@ -83,6 +86,9 @@ class RefundActivities(ProviderCalls):
         self.gateways = dict(gateways)
         self.keyring = keyring
         """Seals the customer's data in the refund's row; without it, such a refund fails."""
+        self.arrival_planner: Callable[[ArrivalInput], ArrivalPlan] = decisions.plan_arrival
+        """How review works out a first payout's arrival ahead: the ``plan_arrival`` decision
+        activity's own function (the dev stack's fast clock replaces both alike)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RefundActivities:
@@ -203,7 +209,9 @@ class RefundActivities(ProviderCalls):
             review=reviewed,
             reserved=reserved,
             second_check=second_check,
-            first_arrival=first_arrival(context, decision.quote, inp.review.as_of.date()),
+            first_arrival=first_arrival(
+                context, decision.quote, inp.review.as_of.date(), plan=self.arrival_planner
+            ),
         )
 
     @activity.defn

@@ -30,7 +30,7 @@ from temporalio.client import Client
 from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
-from refundflow.cli.dev_clock import fast_decisions
+from refundflow.cli.dev_clock import fast_arrival, fast_decisions
 from refundflow.cli.dev_codec import codec_server, ensure_ui_key, ui_codec_endpoint
 from refundflow.cli.dev_guards import (
     DevStackRefused,
@@ -225,7 +225,10 @@ class DevStack:
         settings = self.settings.model_copy(update={"providers": providers.configs})
         gateways = build_gateways(settings, engine)
         keyring = open_keyring(settings, engine)
+        clock = fast_arrival(self.business_day) if self.business_day else None
         activities = RefundActivities(engine, gateways, keyring=keyring)
+        if clock is not None:
+            activities.arrival_planner = clock
         notify = NotifyActivities.from_config(
             engine, NotifyConfig(**settings.notify), keyring=keyring
         )
@@ -234,7 +237,7 @@ class DevStack:
             activities,
             task_queue=settings.task_queue,
             notify=notify,
-            decisions=fast_decisions(self.business_day) if self.business_day else None,
+            decisions=fast_decisions(clock) if clock is not None else None,
             retention=timedelta(days=settings.pii_retention_days),
         )
         app = create_app(settings, engine=engine, temporal=client, keyring=keyring)

@@ -3,8 +3,9 @@
 A delayed refund tells its customer once the arrival window has passed: days later with real
 business days, too late for a demo. In the dev stack a business day can last ``N`` seconds
 instead. The ``plan_arrival`` activity is replaced, under its own name, by one that measures
-windows in those seconds; the workflow and the product's activity are unchanged, and the
-setting is refused outside the dev stack (``refundflow worker`` will not start with it).
+windows in those seconds, and so is the review's own answer for a payout that follows at once
+(``RefundActivities.arrival_planner``); the workflow and the product's activity are unchanged, and
+the setting is refused outside the dev stack (``refundflow worker`` will not start with it).
 """
 
 from __future__ import annotations
@@ -38,12 +39,17 @@ def compressed_arrival_plan(
     )
 
 
-def fast_decisions(business_day: timedelta) -> list[Callable[..., Any]]:
-    """The decision activities a dev worker registers: ``plan_arrival`` on the fast clock."""
+def fast_arrival(business_day: timedelta) -> Callable[[ArrivalInput], ArrivalPlan]:
+    """``plan_arrival`` on the fast clock: what the dev worker's decision activity answers, and
+    what its review answers when it works out a first payout's arrival ahead."""
 
-    @activity.defn(name="plan_arrival")
     def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
         # The dev server's clock is the wall clock: no time skipping there.
         return compressed_arrival_plan(inp, business_day=business_day, now=datetime.now(UTC))
 
-    return [requote, plan_arrival]
+    return plan_arrival
+
+
+def fast_decisions(plan: Callable[[ArrivalInput], ArrivalPlan]) -> list[Callable[..., Any]]:
+    """The decision activities a dev worker registers: ``plan_arrival`` on the fast clock."""
+    return [requote, activity.defn(name="plan_arrival")(plan)]

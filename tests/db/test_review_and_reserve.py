@@ -4,7 +4,7 @@ expected arrival."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -13,6 +13,7 @@ from sqlmodel import Session
 from refundflow.activities.contracts import ArrivalInput, ReviewAndReserveInput, ReviewInput
 from refundflow.activities.decisions import plan_arrival
 from refundflow.activities.refund import RefundActivities
+from refundflow.cli.dev_clock import fast_arrival
 from refundflow.db.repository import upsert_order
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.review import ReviewOutcome
@@ -21,7 +22,13 @@ from tests.db import builders as b
 AS_OF = datetime(2026, 3, 6, 12, tzinfo=UTC)
 
 
-def _review(engine: Engine, session: Session, order_id: str, **order: Any) -> Any:
+def _review(
+    engine: Engine,
+    session: Session,
+    order_id: str,
+    activities: RefundActivities | None = None,
+    **order: Any,
+) -> Any:
     # Paid, not shipped yet: nothing to send back.
     snapshot = b.order(order_id, status="PAID", delivered_at=None, **order)
     upsert_order(session, order=snapshot)
@@ -34,7 +41,8 @@ def _review(engine: Engine, session: Session, order_id: str, **order: Any) -> An
         request=request,
         as_of=AS_OF,
     )
-    return RefundActivities(engine, {}).review_and_reserve(ReviewAndReserveInput(review=review))
+    activities = activities or RefundActivities(engine, {})
+    return activities.review_and_reserve(ReviewAndReserveInput(review=review))
 
 
 def test_a_refund_paid_at_once_gets_its_second_check_with_the_review(
@@ -69,3 +77,20 @@ def test_a_refund_that_waits_for_an_approver_gets_no_second_check_yet(
     result = _review(engine, session, "o-big", lines=lines, payments=[b.payment("p1", 90000)])
     assert result.review.decision.outcome is ReviewOutcome.NEEDS_APPROVAL
     assert result.reserved.ok and result.second_check is None and result.first_arrival is None
+
+
+def test_the_arrival_ahead_comes_from_the_workers_own_planner(
+    session: Session, engine: Engine
+) -> None:
+    """The dev stack's fast clock replaces the ``plan_arrival`` activity; its review must
+    answer the same way, or a run would take the real calendar's window after all."""
+    activities = RefundActivities(engine, {})
+    activities.arrival_planner = fast_arrival(timedelta(seconds=2))
+    result = _review(engine, session, "o-fast", activities)
+    ahead = result.first_arrival
+    assert ahead is not None
+    # Alipay's business days of 2 seconds each, from now: the window ends within seconds
+    # (the real calendar's would end days after the review's date, in March).
+    ends = ahead.plan.window_ends_at
+    assert ends is not None
+    assert timedelta(0) < ends - datetime.now(UTC) < timedelta(seconds=30), ends
