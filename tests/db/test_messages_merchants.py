@@ -6,7 +6,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from refundflow.db.models import IdempotencyKeyRow, WebhookEventRow
+from refundflow.db.core import table_of
+from refundflow.db.models import IdempotencyKeyRow, OutboxRow, WebhookEventRow
+from refundflow.db.repo_messages import _LEASE_OF_REFUND
 from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
 from refundflow.db.repository import (
     ClaimOutcome,
@@ -18,6 +20,7 @@ from refundflow.db.repository import (
     enqueue_outbox,
     get_policy,
     latest_policy,
+    lease_outbox,
     record_webhook_event,
     release_idempotency_key,
     revoke_api_key,
@@ -222,3 +225,36 @@ def test_api_keys_need_the_name_of_who_holds_them(session: Session, name: str) -
     with pytest.raises(DomainError) as err:
         create_api_key(session, merchant_id=MERCHANT, name=name, role="approver")
     assert err.value.code == "key_name_required"
+
+
+def test_a_refunds_lease_reads_its_own_rows_not_every_pending_one(
+    session: Session, engine: Engine, dialect: str
+) -> None:
+    """A backlog of other refunds' pending notices (a mail server down for a while) must not
+    slow down each run's lease of its own: the lease goes through the index by refund."""
+    outbox = table_of(OutboxRow)
+    now = datetime.now(UTC)
+    backlog = [
+        {"refund_id": f"r-{n}", "channel": "customer", "template": "t", "payload": {}}
+        for n in range(3000)
+    ]
+    session.execute(
+        outbox.insert(),
+        [row | {"status": "pending", "created_at": now, "updated_at": now} for row in backlog],
+    )
+    enqueue_outbox(session, refund_id="r-mine", channel="customer", template="mine", at=now)
+    session.commit()
+    compiled = _LEASE_OF_REFUND.compile(engine)
+    params = compiled.construct_params(
+        {"of_refund_id": "r-mine", "now": now, "limit": 10, "until": now}
+    )
+    with engine.connect() as conn:
+        if dialect == "sqlite":
+            values = tuple(params[name] for name in compiled.positiontup or ())
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), values).all()
+        else:
+            conn.exec_driver_sql("ANALYZE outbox")
+            plan = conn.exec_driver_sql("EXPLAIN " + str(compiled), params).all()
+    shown = " ".join(str(step) for step in plan)
+    assert "ix_outbox_refund_id_status_id" in shown, shown
+    assert [row.template for row in lease_outbox(session, refund_id="r-mine")] == ["mine"]

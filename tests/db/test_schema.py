@@ -53,7 +53,7 @@ def _triggers(engine: Engine, dialect: str) -> set[str]:
 
 
 def test_migration_creates_exactly_the_models(engine: Engine, db_url: str, dialect: str) -> None:
-    assert current(db_url) == "0003"
+    assert current(db_url) == "0004"
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
@@ -70,7 +70,7 @@ def test_upgrade_is_independent_of_the_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     upgrade(db_url)  # already at head: nothing to do, nothing breaks
-    assert current(db_url) == "0003"
+    assert current(db_url) == "0004"
 
 
 def test_downgrade_and_upgrade_again(engine: Engine, db_url: str, dialect: str) -> None:

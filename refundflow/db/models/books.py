@@ -67,10 +67,12 @@ class OutboxRow(SQLModel, table=True):
         CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         Index(None, "status", "id"),
+        # A run's lease of its own pending rows, in order (and every lookup by refund).
+        Index(None, "refund_id", "status", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    refund_id: str | None = Field(default=None, max_length=ID, index=True)
+    refund_id: str | None = Field(default=None, max_length=ID)
     channel: str = Field(max_length=32)
     template: str = Field(max_length=128)
     locale: str = Field(default="en", max_length=16)
