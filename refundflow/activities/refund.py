@@ -59,6 +59,8 @@ from refundflow.db.repository import (
     get_refund,
     latest_policy,
     prior_refunds,
+    refund_exists,
+    refund_for_recheck,
 )
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan
@@ -143,7 +145,7 @@ class RefundActivities(ProviderCalls):
                 customer_id=order.customer_id,
                 since=inp.as_of - timedelta(days=30),
             )
-            mine = get_refund(session, refund_id=inp.refund_id) is not None
+            mine = refund_exists(session, refund_id=inp.refund_id)
         context = RefundContext(
             order=order,
             policy=policy,
@@ -265,11 +267,11 @@ class RefundActivities(ProviderCalls):
         """The second check: recompute the quote from what the database holds, independently
         of the workflow's copy, before any money moves."""
         with session_scope(self.engine, readonly=True) as session:
-            row = get_refund(session, refund_id=inp.refund_id)
+            row = refund_for_recheck(session, refund_id=inp.refund_id)
             if row is None:
                 return RecheckResult(matches=False, fingerprint="", total=0, detail="no refund row")
             order = get_order(session, merchant_id=row.merchant_id, order_id=row.order_id)
-            policy = _policy(session, row)
+            policy = _policy(session, merchant_id=row.merchant_id, version=row.policy_version)
             priors = [
                 p
                 for p in prior_refunds(
@@ -343,9 +345,9 @@ def _unreserved_row(
     )
 
 
-def _policy(session: Session, row: RefundRow) -> Policy:
+def _policy(session: Session, *, merchant_id: str, version: int) -> Policy:
     return (
-        get_policy(session, merchant_id=row.merchant_id, version=row.policy_version)
-        or latest_policy(session, merchant_id=row.merchant_id)
+        get_policy(session, merchant_id=merchant_id, version=version)
+        or latest_policy(session, merchant_id=merchant_id)
         or DEFAULT_POLICY
     )

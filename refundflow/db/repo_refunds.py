@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import bindparam
+from sqlalchemy import Row, bindparam
 from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session, col, func, select
 
@@ -59,7 +59,9 @@ def create_refund(
     :func:`requote_refund`).
     """
     wanted = _check_refund_inputs(order, request, quote)
-    existing = session.get(RefundRow, refund_id)
+    existing = (
+        session.get(RefundRow, refund_id) if refund_exists(session, refund_id=refund_id) else None
+    )
     if existing is not None:
         _check_same_refund(existing, order, requested_by)
         if existing.quote_fingerprint == quote.fingerprint():
@@ -132,6 +134,43 @@ def get_refund(session: Session, *, refund_id: str) -> RefundRow | None:
     return session.get(RefundRow, refund_id)
 
 
+def refund_exists(session: Session, *, refund_id: str) -> bool:
+    return session.exec(_EXISTS, params={"refund_id": refund_id}).first() is not None
+
+
+# Built once (refundflow.db.core): every review and reservation asks first.
+_EXISTS = select(RefundRow.refund_id).where(col(RefundRow.refund_id) == bindparam("refund_id"))
+
+
+def refund_for_recheck(session: Session, *, refund_id: str) -> Row[Any] | None:
+    """What the payout's second check recomputes the quote from: the refund's stored request,
+    quote and policy version, read as columns (no row object the session tracks)."""
+    return session.execute(_FOR_RECHECK, {"refund_id": refund_id}).first()
+
+
+_REFUNDS = table_of(RefundRow)
+_FOR_RECHECK = (
+    _REFUNDS.select()
+    .with_only_columns(
+        *(
+            _REFUNDS.c[name]
+            for name in (
+                "refund_id",
+                "merchant_id",
+                "order_id",
+                "policy_version",
+                "request",
+                "quote",
+                "quote_fingerprint",
+                "total",
+                "created_at",
+            )
+        )
+    )
+    .where(_REFUNDS.c.refund_id == bindparam("refund_id"))
+)
+
+
 def refund_for_notices(session: Session, *, refund_id: str) -> RefundRow | None:
     """The refund's row without its large documents: the quote, and the request (loaded when
     read: only rows written before contacts were sealed need it)."""
@@ -160,20 +199,29 @@ def set_refund_status(
     return row
 
 
+# Built once (refundflow.db.core): every review and second check reads the order's refunds.
+_OF_ORDER = (
+    select(RefundRow)
+    .where(
+        col(RefundRow.merchant_id) == bindparam("merchant_id"),
+        col(RefundRow.order_id) == bindparam("order_id"),
+    )
+    .order_by(col(RefundRow.created_at), col(RefundRow.refund_id))
+)
+_OF_ORDER_BUT_ONE = _OF_ORDER.where(col(RefundRow.refund_id) != bindparam("exclude"))
+
+
 def prior_refunds(
     session: Session, *, merchant_id: str, order_id: str, exclude_refund_id: str | None = None
 ) -> list[PriorRefund]:
     """Refunds of the order that count against what is left: live ones, completed ones, and
     closed ones that paid something before they closed."""
-    statement = (
-        select(RefundRow)
-        .where(RefundRow.merchant_id == merchant_id, RefundRow.order_id == order_id)
-        .order_by(col(RefundRow.created_at), col(RefundRow.refund_id))
-    )
+    params = {"merchant_id": merchant_id, "order_id": order_id}
+    statement = _OF_ORDER
     if exclude_refund_id is not None:
-        statement = statement.where(col(RefundRow.refund_id) != exclude_refund_id)
+        statement, params["exclude"] = _OF_ORDER_BUT_ONE, exclude_refund_id
     result = []
-    for refund in session.exec(statement).all():
+    for refund in session.exec(statement, params=params).all():
         prior = _as_prior(session, refund)
         if prior is not None:
             result.append(prior)

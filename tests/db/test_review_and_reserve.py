@@ -10,7 +10,12 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from refundflow.activities.contracts import ArrivalInput, ReviewAndReserveInput, ReviewInput
+from refundflow.activities.contracts import (
+    ArrivalInput,
+    RecheckInput,
+    ReviewAndReserveInput,
+    ReviewInput,
+)
 from refundflow.activities.decisions import plan_arrival
 from refundflow.activities.refund import RefundActivities
 from refundflow.cli.dev_clock import fast_arrival
@@ -94,3 +99,24 @@ def test_the_arrival_ahead_comes_from_the_workers_own_planner(
     ends = ahead.plan.window_ends_at
     assert ends is not None
     assert timedelta(0) < ends - datetime.now(UTC) < timedelta(seconds=30), ends
+
+
+def test_the_second_check_recomputes_from_the_stored_refund(
+    session: Session, engine: Engine
+) -> None:
+    result = _review(engine, session, "o-again")
+    quote = result.review.decision.quote
+    activities = RefundActivities(engine, {})
+    fingerprint = quote.fingerprint()
+    same = activities.recheck_quote(
+        RecheckInput(refund_id="r-o-again", expected_fingerprint=fingerprint)
+    )
+    assert same.matches and same.fingerprint == fingerprint and same.total == quote.total
+    # The run's copy is not the database's: the check says which is which.
+    other = activities.recheck_quote(
+        RecheckInput(refund_id="r-o-again", expected_fingerprint="0" * 64)
+    )
+    assert not other.matches
+    assert f"database has {fingerprint[:8]} / {quote.total}" in other.detail
+    missing = activities.recheck_quote(RecheckInput(refund_id="r-none", expected_fingerprint=""))
+    assert not missing.matches and missing.detail == "no refund row"
