@@ -83,12 +83,13 @@ class RefundActivities(ProviderCalls):
         gateways: Mapping[PaymentMethod, Gateway],
         *,
         keyring: Keyring | None = None,
+        arrival_planner: Callable[[ArrivalInput], ArrivalPlan] = decisions.plan_arrival,
     ) -> None:
         self.engine = engine
         self.gateways = dict(gateways)
         self.keyring = keyring
         """Seals the customer's data in the refund's row; without it, such a refund fails."""
-        self.arrival_planner: Callable[[ArrivalInput], ArrivalPlan] = decisions.plan_arrival
+        self.arrival_planner = arrival_planner
         """How review works out a first payout's arrival ahead: the ``plan_arrival`` decision
         activity's own function (the dev stack's fast clock replaces both alike)."""
 

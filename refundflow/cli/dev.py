@@ -27,6 +27,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from refundflow.activities.decisions import plan_arrival
 from refundflow.activities.notify import NotifyActivities
 from refundflow.activities.refund import RefundActivities
 from refundflow.api.app import create_app, use_gateways
@@ -226,9 +227,9 @@ class DevStack:
         gateways = build_gateways(settings, engine)
         keyring = open_keyring(settings, engine)
         clock = fast_arrival(self.business_day) if self.business_day else None
-        activities = RefundActivities(engine, gateways, keyring=keyring)
-        if clock is not None:
-            activities.arrival_planner = clock
+        activities = RefundActivities(
+            engine, gateways, keyring=keyring, arrival_planner=clock or plan_arrival
+        )
         notify = NotifyActivities.from_config(
             engine, NotifyConfig(**settings.notify), keyring=keyring
         )

@@ -22,6 +22,7 @@ from refundflow.db.repository import (
     upsert_order,
 )
 from refundflow.domain.errors import OverRefund
+from refundflow.domain.orders import OrderSnapshot
 from refundflow.domain.states import RefundStatus
 from tests.db import builders as b
 from tests.db.helpers import balances, count
@@ -38,48 +39,30 @@ CAPTURED = 10000  # 100.00
     ],
 )
 def test_twenty_concurrent_reservations(db_url: str, dialect: str, each: int, winners: int) -> None:
-    # One connection per thread, opened before the start so the race is on the row, not the pool.
-    engine = make_engine(db_url, pool_size=THREADS, max_overflow=0)
+    snapshot = b.order(payments=[b.payment("p1", CAPTURED)])
+
+    def reserve(session: Session, i: int) -> str:
+        try:
+            create_refund(
+                session,
+                refund_id=f"race-{i:02d}",
+                order=snapshot,
+                request=b.request(snapshot),
+                quote=b.quote(snapshot, {"p1": each}),
+                requested_by="desk-1",
+                policy_version=1,
+                status=RefundStatus.UNDER_REVIEW,
+            )
+            return "reserved"
+        except OverRefund as exc:
+            session.rollback()
+            assert exc.code == "over_refund"
+            assert f"{each} from payment p1" in exc.message
+            return "over_refund"
+
+    outcomes = _at_once(db_url, reserve, order=snapshot)
+    engine = make_engine(db_url)
     try:
-        snapshot = b.order(payments=[b.payment("p1", CAPTURED)])
-        with new_session(engine) as session:
-            upsert_merchant(session, merchant_id=b.MERCHANT)
-            upsert_order(session, order=snapshot)
-            session.commit()
-        warm = [engine.connect() for _ in range(THREADS)]
-        for conn in warm:
-            conn.close()
-
-        barrier = threading.Barrier(THREADS)
-
-        def attempt(i: int) -> str:
-            with new_session(engine) as session:
-                barrier.wait()
-                try:
-                    create_refund(
-                        session,
-                        refund_id=f"race-{i:02d}",
-                        order=snapshot,
-                        request=b.request(snapshot),
-                        quote=b.quote(snapshot, {"p1": each}),
-                        requested_by="desk-1",
-                        policy_version=1,
-                        status=RefundStatus.UNDER_REVIEW,
-                    )
-                    session.commit()
-                    return "reserved"
-                except OverRefund as exc:
-                    session.rollback()
-                    assert exc.code == "over_refund"
-                    assert f"{each} from payment p1" in exc.message
-                    return "over_refund"
-                except Exception as exc:  # anything else (deadlock, lock timeout) is a failure
-                    session.rollback()
-                    return f"{type(exc).__name__}: {exc}"
-
-        with ThreadPoolExecutor(THREADS) as pool:
-            outcomes = Counter(pool.map(attempt, range(THREADS)))
-
         print(f"\nrace on {dialect}, {THREADS} x {each}: {dict(outcomes)}; {balances(engine)}")
         assert outcomes == {"reserved": winners, "over_refund": THREADS - winners}
         captured, reserved, refunded = balances(engine)["p1"]
@@ -92,20 +75,30 @@ def test_twenty_concurrent_reservations(db_url: str, dialect: str, each: int, wi
         engine.dispose()
 
 
-def _at_once(db_url: str, work: Callable[[Session], str]) -> Counter[str]:
-    """``work`` in THREADS sessions of their own, released together; each commits."""
+def _at_once(
+    db_url: str, work: Callable[[Session, int], str], *, order: OrderSnapshot | None = None
+) -> Counter[str]:
+    """``work`` in THREADS sessions of their own (each given its index), released together;
+    each commits what it did. ``order`` is stored first."""
     engine = make_engine(db_url, pool_size=THREADS, max_overflow=0)
     try:
         with new_session(engine) as session:
             upsert_merchant(session, merchant_id=b.MERCHANT)
+            if order is not None:
+                upsert_order(session, order=order)
             session.commit()
+        # One connection per thread, opened before the start: the race is on the rows, not
+        # the pool.
+        warm = [engine.connect() for _ in range(THREADS)]
+        for conn in warm:
+            conn.close()
         barrier = threading.Barrier(THREADS)
 
-        def attempt(_: int) -> str:
+        def attempt(i: int) -> str:
             with new_session(engine) as session:
                 barrier.wait()
                 try:
-                    outcome = work(session)
+                    outcome = work(session, i)
                     session.commit()
                     return outcome
                 except Exception as exc:  # a deadlock or a key violation is a failure here
@@ -122,7 +115,7 @@ def test_concurrent_claims_of_one_idempotency_key_make_one_owner(db_url: str) ->
     """The claim is one INSERT ... ON CONFLICT DO NOTHING: the losers wait for the winner's
     transaction (PostgreSQL) or the write lock (SQLite), then find its claim."""
 
-    def claim(session: Session) -> str:
+    def claim(session: Session, _: int) -> str:
         claimed = claim_idempotency_key(
             session, merchant_id=b.MERCHANT, key="one-key", request_hash="h"
         )
@@ -135,7 +128,7 @@ def test_concurrent_first_credits_of_a_wallet_all_count(db_url: str) -> None:
     """A first store-balance credit racing another is one upsert: none is lost, none fails."""
     engine = make_engine(db_url)
 
-    def credit(session: Session) -> str:
+    def credit(session: Session, _: int) -> str:
         adjust_customer_balance(
             session, merchant_id=b.MERCHANT, customer_id="c-new", currency="CNY", delta=150
         )

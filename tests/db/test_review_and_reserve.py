@@ -89,8 +89,7 @@ def test_the_arrival_ahead_comes_from_the_workers_own_planner(
 ) -> None:
     """The dev stack's fast clock replaces the ``plan_arrival`` activity; its review must
     answer the same way, or a run would take the real calendar's window after all."""
-    activities = RefundActivities(engine, {})
-    activities.arrival_planner = fast_arrival(timedelta(seconds=2))
+    activities = RefundActivities(engine, {}, arrival_planner=fast_arrival(timedelta(seconds=2)))
     result = _review(engine, session, "o-fast", activities)
     ahead = result.first_arrival
     assert ahead is not None

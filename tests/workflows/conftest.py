@@ -4,6 +4,7 @@ activities."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import WorkerDeploymentConfig
 
@@ -332,3 +333,14 @@ async def stack(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack
 def approver_keys(engine: Engine) -> list[ApiKeyRow]:
     with session_scope(engine, readonly=True) as session:
         return list(session.exec(select(ApiKeyRow)).all())
+
+
+def local_activities(history: WorkflowHistory) -> list[str]:
+    """The local activities of a history, in order (their markers' metadata is not encoded)."""
+    markers = [
+        e.marker_recorded_event_attributes.details["data"]
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and "data" in e.marker_recorded_event_attributes.details
+    ]
+    return [json.loads(data.payloads[0].data)["activity_type"] for data in markers]

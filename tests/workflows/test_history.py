@@ -23,7 +23,7 @@ from refundflow.workflows import search_attributes as sa
 from refundflow.workflows.refund import RefundWorkflow
 from tests.conftest import dev_server
 from tests.payload_keys import CONVERTER
-from tests.workflows.conftest import MERCHANT, Stack, open_stack, payment
+from tests.workflows.conftest import MERCHANT, Stack, local_activities, open_stack, payment
 from tests.workflows.test_refund_paths import decide, wait_status
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -126,19 +126,8 @@ async def test_a_refund_paid_at_once_has_the_shortest_history(stack: Stack) -> N
     assert tasks <= 3, tasks
     # The payout's second check and its expected arrival were worked out by the review's
     # local activity: what is left are the review and the two batches of writes.
-    local = _local_activities(history)
+    local = local_activities(history)
     assert local == ["review_and_reserve", "record_and_deliver", "record_and_deliver"], local
-
-
-def _local_activities(history: WorkflowHistory) -> list[str]:
-    """The local activities of a history, in order (their markers' metadata is not encoded)."""
-    markers = [
-        e.marker_recorded_event_attributes.details["data"]
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
-        and "data" in e.marker_recorded_event_attributes.details
-    ]
-    return [json.loads(data.payloads[0].data)["activity_type"] for data in markers]
 
 
 async def test_continue_as_new_keeps_the_refund_going(stack: Stack) -> None:
