@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from refundflow.domain.calendar import ArrivalPlan
 from refundflow.domain.money import FxRate
 from refundflow.domain.orders import BankAccount, OrderSnapshot, PaymentMethod, RefundRequest
-from refundflow.domain.policy import Policy
+from refundflow.domain.policy import FallbackAction, Policy
 from refundflow.domain.quote import Deduction, PriorRefund, Quote
 from refundflow.domain.review import ReviewDecision
 from refundflow.domain.states import (
@@ -67,6 +67,19 @@ class RequoteResult(BaseModel):
     quote: Quote | None
     """``None`` when the deduction cannot be applied; ``error`` says why."""
     error: str = ""
+
+
+class FallbackInput(BaseModel):
+    """A tranche failed for good: the policy's fallbacks, and what the run has tried."""
+
+    actions: list[FallbackAction]
+    tried: list[PaymentMethod]
+    has_bank_account: bool
+
+
+class FallbackResult(BaseModel):
+    route: PaymentMethod | None
+    """The route to send the tranche again by; ``None``: escalate."""
 
 
 class ArrivalInput(BaseModel):

@@ -16,6 +16,8 @@ from temporalio import activity
 from refundflow.activities.contracts import (
     ArrivalAhead,
     ArrivalInput,
+    FallbackInput,
+    FallbackResult,
     RefundContext,
     RequoteInput,
     RequoteResult,
@@ -23,6 +25,7 @@ from refundflow.activities.contracts import (
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan, arrival_plan
 from refundflow.domain.errors import DomainError
+from refundflow.domain.payout_rules import fallback_route
 from refundflow.domain.provider_rules import first_poll_after
 from refundflow.domain.quote import Quote
 
@@ -59,6 +62,12 @@ def plan_arrival(inp: ArrivalInput) -> ArrivalPlan:
     return plan.model_copy(update={"first_poll_seconds": int(first_poll.total_seconds())})
 
 
+@activity.defn
+def choose_fallback(inp: FallbackInput) -> FallbackResult:
+    route = fallback_route(inp.actions, tried=set(inp.tried), has_bank_account=inp.has_bank_account)
+    return FallbackResult(route=route)
+
+
 def first_arrival(
     context: RefundContext,
     quote: Quote,
@@ -84,4 +93,4 @@ def first_arrival(
 
 
 def all_decisions() -> list[Callable[..., Any]]:
-    return [requote, plan_arrival]
+    return [requote, plan_arrival, choose_fallback]

@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import activity
 
 from refundflow.activities.contracts import ArrivalInput
-from refundflow.activities.decisions import requote
+from refundflow.activities.decisions import all_decisions, plan_arrival
 from refundflow.domain.calendar import ArrivalPlan
 
 
@@ -52,4 +52,5 @@ def fast_arrival(business_day: timedelta) -> Callable[[ArrivalInput], ArrivalPla
 
 def fast_decisions(plan: Callable[[ArrivalInput], ArrivalPlan]) -> list[Callable[..., Any]]:
     """The decision activities a dev worker registers: ``plan_arrival`` on the fast clock."""
-    return [requote, activity.defn(name="plan_arrival")(plan)]
+    fast = activity.defn(name="plan_arrival")(plan)
+    return [fast if decision is plan_arrival else decision for decision in all_decisions()]

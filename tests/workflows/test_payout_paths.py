@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from refundflow.domain.states import CustomerConfirmation, OpsAction, ReceiptReport, RefundStatus
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import Stack, open_stack, payment
+from tests.workflows.conftest import Stack, local_activities, open_stack, payment
 from tests.workflows.test_refund_paths import decide, kinds, view, wait_status, wait_until
 
 
@@ -97,8 +97,11 @@ async def test_permanent_failure_falls_back_to_balance(stack: Stack) -> None:
     stack.sandbox.script("r-closed:", [("permanent", "CARD_CLOSED")])
     now = await stack.now()
     order = await stack.order(payments=[payment("p1", "card", 10000, now)])
-    result = await stack.finish(await stack.start("r-closed", order))
+    handle = await stack.start("r-closed", order)
+    result = await stack.finish(handle)
     assert result.status is RefundStatus.COMPLETED
+    # The fallback route is a recorded decision (a changed rule reaches new fallbacks only).
+    assert "choose_fallback" in local_activities(await handle.fetch_history())
     assert [(p.key, p.route.value, p.status.value) for p in result.payouts] == [
         ("r-closed:1:1", "card", "failed_permanent"),
         ("r-closed:1:2", "balance", "settled"),

@@ -15,7 +15,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from refundflow.activities import decisions
     from refundflow.activities.contracts import (
+        FallbackInput,
         PayoutCall,
         RecheckInput,
     )
@@ -43,6 +45,10 @@ with workflow.unsafe.imports_passed_through():
 
 from refundflow.workflows.refund import money, telemetry
 from refundflow.workflows.refund.effects import DB_STEP, Run
+
+FALLBACK_DECIDED = "fallback-route-decided"
+"""Patch: the route a tranche falls back to is the ``choose_fallback`` local activity's recorded
+answer (a change of the rule reaches new fallbacks only); before it, workflow code chose."""
 
 # Providers may be slow or down for a while: retries back off, and an attempt after the first
 # asks the provider about the key before sending anything again.
@@ -205,11 +211,25 @@ async def fallback(run: Run, record: PayoutRecord) -> None:
     """The policy's next route for a tranche that failed for good, or escalation."""
     state = run.state
     account = run.inp.request.destination.bank_account
-    route = fallback_route(
-        run.context.policy.on_permanent_failure,
-        tried={p.route for p in state.payouts if p.seq == record.seq},
-        has_bank_account=account is not None,
-    )
+    tried = sorted({p.route for p in state.payouts if p.seq == record.seq})
+    if workflow.patched(FALLBACK_DECIDED):
+        chosen = await workflow.execute_local_activity(
+            decisions.choose_fallback,
+            FallbackInput(
+                actions=run.context.policy.on_permanent_failure,
+                tried=tried,
+                has_bank_account=account is not None,
+            ),
+            start_to_close_timeout=DB_STEP,
+            summary=f"fallback for {record.key}",
+        )
+        route = chosen.route
+    else:  # runs that reached a fallback before the rule was an activity of its own
+        route = fallback_route(
+            run.context.policy.on_permanent_failure,
+            tried=set(tried),
+            has_bank_account=account is not None,
+        )
     if route is None:
         await run.escalate(f"payout {record.key} failed ({record.code}) and no fallback is left")
         return
