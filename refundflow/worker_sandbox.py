@@ -125,7 +125,10 @@ class _CompiledOnceFinder(importlib.abc.MetaPathFinder):
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _reimported(name: str) -> bool:
+    # Asked for every import a new sandbox makes (modules of the run's own are not in its
+    # sys.modules yet): the answer per name never changes.
     return name.partition(".")[0] == "refundflow" and not any(
         name == module or name.startswith(module + ".") for module in PASSTHROUGH
     )

@@ -1,6 +1,7 @@
 """The database side of a refund alone, in this process: CPU milliseconds per refund of the
-activities' database work on the happy path's first half (the review with its entry and hold,
-the second check, two batches of timeline entries). No Temporal, no other process, so it
+activities' database work on the happy path (the review with its entry and hold, the second
+check, two batches of timeline entries, the payout's key, and its settlement with the
+refund's holds consumed and the ledger posted). No Temporal, no other process, so it
 moves little with what else the machine does: the figure to compare two builds of the
 repositories by (each from its own checkout, ``PYTHONPATH`` set to it).
 
@@ -20,9 +21,12 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
+from sqlmodel import col, func, select
+
 from refundflow.activities.contracts import (
     DbStep,
     RecheckInput,
+    RecordPayoutInput,
     RecordStepsInput,
     ReviewAndReserveInput,
     ReviewInput,
@@ -31,9 +35,10 @@ from refundflow.activities.contracts import (
 from refundflow.activities.refund import RefundActivities
 from refundflow.db.engine import make_engine, session_scope
 from refundflow.db.migrate import upgrade
+from refundflow.db.models import PayoutRow
 from refundflow.db.repository import upsert_merchant, upsert_order
 from refundflow.domain.orders import OrderSnapshot
-from refundflow.domain.states import RefundStatus, Stage
+from refundflow.domain.states import PayoutRecord, PayoutStatus, RefundStatus, Stage
 from tests.db import builders
 
 AT = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -72,6 +77,28 @@ def one_refund(activities: RefundActivities, order: OrderSnapshot, refund_id: st
     for seq in (2, 3):
         steps = [entry(refund_id, seq, RefundStatus.PAYING, Stage.PAYOUT)]
         activities.record_steps(RecordStepsInput(refund_id=refund_id, steps=steps))
+    planned = quote.payouts[0]
+    record = PayoutRecord(
+        seq=planned.seq,
+        installment=planned.installment,
+        generation=1,
+        key=f"{refund_id}:{planned.seq}:1",
+        route=planned.route,
+        amount=planned.amount,
+        payout_currency=planned.payout_currency,
+        payout_amount=planned.payout_amount,
+    )
+    payout = RecordPayoutInput(refund_id=refund_id, record=record, at=AT)
+    steps = [DbStep(register_payout=payout), entry(refund_id, 4, RefundStatus.PAYING, Stage.PAYOUT)]
+    activities.record_steps(RecordStepsInput(refund_id=refund_id, steps=steps))
+    settled = record.model_copy(update={"status": PayoutStatus.SETTLED, "provider_ref": "p-1"})
+    charges = {charge.payment_id: charge.amount for charge in planned.charges}
+    done = payout.model_copy(update={"record": settled, "charges": charges})
+    steps = [
+        DbStep(record_payout=done),
+        entry(refund_id, 5, RefundStatus.AWAITING_FUNDS, Stage.FOLLOW_UP),
+    ]
+    activities.record_steps(RecordStepsInput(refund_id=refund_id, steps=steps))
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -105,6 +132,11 @@ def main(argv: list[str] | None = None) -> float:
     if profile is not None:
         profile.disable()
     spent = time.process_time() - began
+    with session_scope(engine, readonly=True) as session:
+        settled = session.exec(
+            select(func.count()).where(col(PayoutRow.status) == PayoutStatus.SETTLED.value)
+        ).one()
+    assert settled == args.warmup + args.refunds, f"{settled} payouts settled"
     engine.dispose()
     per_refund_ms = 1000 * spent / args.refunds
     print(f"db_cpu_ms_per_refund={per_refund_ms:.2f} refunds={args.refunds}")

@@ -91,10 +91,11 @@ class NotifyActivities:
 
     def _write(self, inp: RecordStepsInput) -> LeasedRound:
         # The notices are leased in the transaction that writes them: the round starts with
-        # no transaction of its own.
+        # no writing transaction of its own. Their recipient is read after the commit.
         with session_scope(self.dispatcher.engine) as session:
             write_steps(session, inp.steps)
-            return self.dispatcher.lease_round(session, inp.refund_id)
+            leased = self.dispatcher.lease_round(session, inp.refund_id)
+        return self.dispatcher.with_recipient(leased)
 
     @activity.defn
     async def sweep_outbox_batch(self, inp: SweepInput) -> SweepResult:

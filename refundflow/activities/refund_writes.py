@@ -8,7 +8,7 @@ their entry, and the repositories treat a repeated payout key, release or approv
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from refundflow.activities.contracts import (
     ApprovalInput,
@@ -17,12 +17,12 @@ from refundflow.activities.contracts import (
     ReleaseInput,
     TransitionInput,
 )
-from refundflow.db.models import RefundRow
 from refundflow.db.repo_timeline import EntryRows, insert_entries, recorded_entries, set_status
 from refundflow.db.repository import (
-    get_payout,
+    payout_status,
     post_ledger,
     record_approval,
+    refund_merchant_and_currency,
     register_payout_key,
     release_reservation,
     set_payout_status,
@@ -126,8 +126,8 @@ def write_payout_key(session: Session, inp: RecordPayoutInput) -> None:
 
 def write_payout(session: Session, inp: RecordPayoutInput) -> None:
     record = inp.record
-    row = get_payout(session, payout_key=record.key)
-    if row is None or row.status == PayoutStatus.SETTLED.value:
+    status = payout_status(session, payout_key=record.key)
+    if status is None or status == PayoutStatus.SETTLED.value:
         return
     if record.status is not PayoutStatus.SETTLED:
         set_payout_status(
@@ -145,12 +145,7 @@ def write_payout(session: Session, inp: RecordPayoutInput) -> None:
         provider_ref=record.provider_ref,
         at=inp.at,
     )
-    # The two columns the posting needs, not the row with its quote and sealed contact.
-    refund = session.exec(
-        select(RefundRow.merchant_id, RefundRow.currency).where(
-            col(RefundRow.refund_id) == inp.refund_id
-        )
-    ).first()
+    refund = refund_merchant_and_currency(session, refund_id=inp.refund_id)
     by_gateway = record.route is PaymentMethod.BALANCE and record.code != "MARKED_SETTLED"
     if refund is not None and not by_gateway:
         merchant_id, currency = refund

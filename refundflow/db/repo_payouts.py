@@ -6,18 +6,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from refundflow.db.core import expire_copy, flush_pending, table_of
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import (
     ApprovalRow,
     PayoutRow,
-    RefundRow,
     ReservationRow,
 )
-from refundflow.db.repo_refunds import require_refund
-from refundflow.db.repo_reservations import consume_reservation
+from refundflow.db.repo_refunds import refund_exists, require_refund
+from refundflow.db.repo_reservations import consume_holds
 from refundflow.db.types import utcnow
 from refundflow.domain.errors import (
     DomainError,
@@ -37,40 +38,36 @@ def register_payout_key(
     amount: int,
     currency: str,
     at: datetime | None = None,
-) -> PayoutRow:
-    """Record a payout before it is sent. The same key with the same data returns the stored
-    row (a retry); with other data it is refused (``duplicate_payout_key``)."""
+) -> int:
+    """Record a payout before it is sent; returns its row's id. The same key with the same
+    data returns the stored row's (a retry); other data under the key, or the same tranche
+    and generation under another key, is refused (``duplicate_payout_key``)."""
     now = at or utcnow()
-    row = PayoutRow(
-        payout_key=payout_key,
-        refund_id=refund_id,
-        seq=seq,
-        generation=generation,
-        route=str(route),
-        amount=amount,
-        currency=currency,
-        created_at=now,
-        updated_at=now,
-    )
-    existing = _payout(session, payout_key)
-    if existing is None:
-        _require_refund_id(session, refund_id)
-        if insert_once(session, row, constraint="uq_payouts_payout_key"):
-            return row
-        existing = _payout(session, payout_key)
-    if existing is None or _payout_data(existing) != _payout_data(row):
+    data = {
+        "refund_id": refund_id,
+        "seq": seq,
+        "generation": generation,
+        "route": str(route),
+        "amount": amount,
+        "currency": currency,
+    }
+    if not refund_exists(session, refund_id=refund_id):
+        raise InvalidInput(f"unknown refund {refund_id!r}", code="unknown_refund")
+    flush_pending(session)
+    row = {**data, **_NEW_PAYOUT, "payout_key": payout_key, "created_at": now, "updated_at": now}
+    # One statement: the key is ours if the insert took. A conflict on either unique key takes
+    # nothing (on PostgreSQL after waiting for a concurrent insert of it to end).
+    register = _REGISTER[session.get_bind().dialect.name]
+    inserted = session.execute(register, row).scalar()
+    if inserted is not None:
+        return int(inserted)
+    existing = session.execute(_REGISTERED, {"payout_key": payout_key}).first()
+    if existing is None or {name: existing._mapping[name] for name in data} != data:
         raise DomainError(
             f"payout key {payout_key} is already registered with other data",
             code="duplicate_payout_key",
         )
-    return existing
-
-
-def _require_refund_id(session: Session, refund_id: str) -> None:
-    """``unknown_refund`` when there is no such refund (its key read, not its documents)."""
-    statement = select(RefundRow.refund_id).where(col(RefundRow.refund_id) == refund_id)
-    if session.exec(statement).first() is None:
-        raise InvalidInput(f"unknown refund {refund_id!r}", code="unknown_refund")
+    return int(existing.id)
 
 
 def set_payout_status(
@@ -105,30 +102,22 @@ def settle_payout(
     at: datetime | None = None,
 ) -> bool:
     """Mark the payout settled and consume ``charges`` (payment id -> amount) from the
-    refund's holds, once: ``False`` if it was already settled (a duplicate webhook)."""
+    refund's holds, once: ``False`` if it was already settled (a duplicate webhook). Checked
+    in full before anything is written: a refusal writes nothing."""
     now = at or utcnow()
-    with atomic(session):
-        row = _locked_payout(session, payout_key)
-        if row.status == PayoutStatus.SETTLED.value:
-            return False
-        if sum(charges.values()) != row.amount:
-            raise InvalidInput(
-                f"charges add up to {sum(charges.values())}, payout {payout_key} is {row.amount}",
-                code="invalid_charges",
-            )
-        for payment_id in sorted(charges):
-            if charges[payment_id]:
-                consume_reservation(
-                    session,
-                    refund_id=row.refund_id,
-                    payment_id=payment_id,
-                    amount=charges[payment_id],
-                    at=now,
-                )
-        row.status = PayoutStatus.SETTLED.value
-        row.provider_ref = provider_ref if provider_ref is not None else row.provider_ref
-        row.updated_at = now
-        session.add(row)
+    row = session.execute(_SETTLING, {"payout_key": payout_key}).first()
+    if row is None:
+        raise InvalidInput(f"unknown payout {payout_key!r}", code="unknown_payout")
+    if row.status == PayoutStatus.SETTLED.value:
+        return False
+    if sum(charges.values()) != row.amount:
+        raise InvalidInput(
+            f"charges add up to {sum(charges.values())}, payout {payout_key} is {row.amount}",
+            code="invalid_charges",
+        )
+    consume_holds(session, refund_id=row.refund_id, charges=charges, at=now)
+    session.execute(_SETTLE, {"of_key": payout_key, "ref": provider_ref, "at": now})
+    expire_copy(session, PayoutRow, row.id)
     return True
 
 
@@ -161,6 +150,12 @@ def get_payout(session: Session, *, payout_key: str) -> PayoutRow | None:
     return _payout(session, payout_key)
 
 
+def payout_status(session: Session, *, payout_key: str) -> str | None:
+    """The payout's status as stored, or ``None`` when no such key is registered."""
+    row = session.execute(_SETTLING, {"payout_key": payout_key}).first()
+    return None if row is None else str(row.status)
+
+
 # Built once (refundflow.db.core): a refund reads its payout's row three times.
 _PAYOUT = (
     select(PayoutRow)
@@ -168,6 +163,27 @@ _PAYOUT = (
     .execution_options(populate_existing=True)
 )
 _LOCKED_PAYOUT = _PAYOUT.with_for_update()
+_PAYOUTS = table_of(PayoutRow)
+_NEW_PAYOUT = {"status": PayoutStatus.PENDING.value, "provider_ref": ""}
+_REGISTER = {
+    name: insert(_PAYOUTS).on_conflict_do_nothing().returning(_PAYOUTS.c.id)
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+_REGISTERED = _PAYOUTS.select().where(_PAYOUTS.c.payout_key == bindparam("payout_key"))
+_SETTLING = (
+    _REGISTERED.with_only_columns(
+        _PAYOUTS.c.id, _PAYOUTS.c.refund_id, _PAYOUTS.c.amount, _PAYOUTS.c.status
+    )
+).with_for_update()
+_SETTLE = (
+    _PAYOUTS.update()
+    .where(_PAYOUTS.c.payout_key == bindparam("of_key"))
+    .values(
+        status=PayoutStatus.SETTLED.value,
+        provider_ref=func.coalesce(bindparam("ref"), _PAYOUTS.c.provider_ref),
+        updated_at=bindparam("at"),
+    )
+)
 
 
 def _payout(session: Session, payout_key: str) -> PayoutRow | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
 from refundflow.db.core import flush_pending, table_of
@@ -30,13 +30,13 @@ def post_ledger(
     credit negative, all in ``currency``. The database refuses a posting whose entries are
     fewer than two or do not sum to zero (``unbalanced_posting``). Posting the same id again
     with the same entries returns the stored posting (a retry)."""
-    existing = session.get(LedgerPostingRow, posting_id)
+    existing = session.execute(_POSTING, {"posting_id": posting_id}).first()
     if existing is not None:
         if _entries(session, posting_id) != sorted(entries):
             raise DomainError(
                 f"posting {posting_id} exists with other entries", code="duplicate_posting"
             )
-        return existing
+        return LedgerPostingRow.model_validate(existing._mapping)
     posting = LedgerPostingRow(
         posting_id=posting_id,
         refund_id=refund_id,
@@ -57,9 +57,15 @@ def post_ledger(
     return posting
 
 
+def posting_exists(session: Session, *, posting_id: str) -> bool:
+    return session.execute(_POSTING, {"posting_id": posting_id}).first() is not None
+
+
 # Built once (refundflow.db.core): every payout posts one.
+_POSTINGS = table_of(LedgerPostingRow)
+_POSTING = _POSTINGS.select().where(_POSTINGS.c.posting_id == bindparam("posting_id"))
 _INSERT_ENTRIES = table_of(LedgerEntryRow).insert()
-_INSERT_POSTING = table_of(LedgerPostingRow).insert()
+_INSERT_POSTING = _POSTINGS.insert()
 
 
 def account_balance(session: Session, *, account: str, currency: str) -> int:

@@ -135,11 +135,14 @@ def get_refund(session: Session, *, refund_id: str) -> RefundRow | None:
 
 
 def refund_exists(session: Session, *, refund_id: str) -> bool:
-    return session.exec(_EXISTS, params={"refund_id": refund_id}).first() is not None
+    flush_pending(session)  # a Core read: rows the session holds unwritten count too
+    return session.execute(_EXISTS, {"refund_id": refund_id}).first() is not None
 
 
-# Built once (refundflow.db.core): every review and reservation asks first.
-_EXISTS = select(RefundRow.refund_id).where(col(RefundRow.refund_id) == bindparam("refund_id"))
+def refund_merchant_and_currency(session: Session, *, refund_id: str) -> tuple[str, str] | None:
+    """The two columns a settled payout's posting needs, not the row with its documents."""
+    row = session.execute(_MERCHANT_AND_CURRENCY, {"refund_id": refund_id}).first()
+    return None if row is None else (row.merchant_id, row.currency)
 
 
 def refund_for_recheck(session: Session, *, refund_id: str) -> Row[Any] | None:
@@ -148,7 +151,11 @@ def refund_for_recheck(session: Session, *, refund_id: str) -> Row[Any] | None:
     return session.execute(_FOR_RECHECK, {"refund_id": refund_id}).first()
 
 
+# Built once (refundflow.db.core): every review, reservation and payout asks these.
 _REFUNDS = table_of(RefundRow)
+_REFUND = _REFUNDS.select().where(_REFUNDS.c.refund_id == bindparam("refund_id"))
+_EXISTS = _REFUND.with_only_columns(_REFUNDS.c.refund_id)
+_MERCHANT_AND_CURRENCY = _REFUND.with_only_columns(_REFUNDS.c.merchant_id, _REFUNDS.c.currency)
 _FOR_RECHECK = (
     _REFUNDS.select()
     .with_only_columns(

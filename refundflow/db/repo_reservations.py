@@ -7,10 +7,12 @@ reserved = reserved + :delta`` statements, so the CHECK on that row decides ever
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam
-from sqlmodel import Session, col, select, update
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, select
 
 from refundflow.db.core import expire_copy, flush_pending, table_of
 from refundflow.db.guards import atomic
@@ -37,24 +39,24 @@ def release_reservation(session: Session, *, refund_id: str, at: datetime | None
     return released
 
 
-def consume_reservation(
-    session: Session,
-    *,
-    refund_id: str,
-    payment_id: str,
-    amount: int,
-    at: datetime | None = None,
-) -> ReservationRow:
-    """A payout settled: move ``amount`` of the hold on ``payment_id`` from reserved to
-    refunded. Partial amounts are allowed; more than is still held is :class:`OverRefund`."""
-    if amount <= 0:
-        raise InvalidInput("a consumed amount must be positive", code="negative_amount")
+def consume_holds(
+    session: Session, *, refund_id: str, charges: Mapping[str, int], at: datetime | None = None
+) -> None:
+    """A payout settled: move each charge (payment id -> amount) of the refund's holds from
+    reserved to refunded. All or nothing: every charge is checked against the holds (read
+    first, locked on PostgreSQL) before anything is written, so a refusal leaves the caller's
+    transaction as it was. More than a hold still has is :class:`OverRefund`."""
     now = at or utcnow()
-    with atomic(session):
-        hold = next(
-            (h for h in tender_holds(session, refund_id, lock=True) if h.payment_id == payment_id),
-            None,
-        )
+    holds = {row.payment_id: row for row in session.execute(_HOLDS, {"refund_id": refund_id})}
+    consumed: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
+    for payment_id in sorted(charges):
+        amount = charges[payment_id]
+        if amount == 0:
+            continue
+        if amount < 0:
+            raise InvalidInput("a consumed amount must be positive", code="negative_amount")
+        hold = holds.get(payment_id)
         if hold is None or hold.state != "active":
             raise DomainError(
                 f"refund {refund_id} holds nothing on payment {payment_id}",
@@ -65,24 +67,36 @@ def consume_reservation(
                 f"refund {refund_id} cannot pay {amount} from payment {payment_id}: "
                 f"only {hold.amount - hold.consumed} is still reserved"
             )
-        hold.consumed += amount
-        hold.state = "consumed" if hold.consumed == hold.amount else "active"
-        hold.updated_at = now
-        session.add(hold)
-        _move(session, hold, reserved=-amount, refunded=amount, now=now)
-    return hold
+        total = hold.consumed + amount
+        consumed.append(
+            {
+                "of_refund": refund_id,
+                "of_payment": payment_id,
+                "new_consumed": total,
+                "new_state": "consumed" if total == hold.amount else "active",
+                "at": now,
+            }
+        )
+        moved.append(
+            {
+                "of_merchant": hold.merchant_id,
+                "of_order": hold.order_id,
+                "of_payment": payment_id,
+                "reserved_by": -amount,
+                "refunded_by": amount,
+                "at": now,
+            }
+        )
+        expire_copy(session, ReservationRow, (refund_id, payment_id))
+        expire_copy(session, TenderBalanceRow, (hold.merchant_id, hold.order_id, payment_id))
+    if consumed:
+        flush_pending(session)
+        session.execute(_CONSUME, consumed)
+        session.execute(_MOVE, moved)
 
 
 def reservations(session: Session, *, refund_id: str) -> list[ReservationRow]:
     return tender_holds(session, refund_id, lock=False)
-
-
-def _tender_key(merchant_id: str, order_id: str, payment_id: str) -> list[ColumnElement[bool]]:
-    return [
-        col(TenderBalanceRow.merchant_id) == merchant_id,
-        col(TenderBalanceRow.order_id) == order_id,
-        col(TenderBalanceRow.payment_id) == payment_id,
-    ]
 
 
 def reserve_new(
@@ -113,6 +127,7 @@ def reserve_new(
 
 # Built once (refundflow.db.core): every refund holds its amounts with these two.
 _TENDERS = table_of(TenderBalanceRow)
+_TENDER_KEY = ("of_merchant", "of_order", "of_payment")
 _RESERVE = (
     _TENDERS.update()
     .where(
@@ -122,7 +137,37 @@ _RESERVE = (
     )
     .values(reserved=_TENDERS.c.reserved + bindparam("amount"), updated_at=bindparam("at"))
 )
-_INSERT_HOLD = table_of(ReservationRow).insert()
+_HOLDS_TABLE = table_of(ReservationRow)
+_INSERT_HOLD = _HOLDS_TABLE.insert()
+# A settlement's: the refund's holds, then what each charge consumes and moves.
+_HOLDS = (
+    _HOLDS_TABLE.select()
+    .where(_HOLDS_TABLE.c.refund_id == bindparam("refund_id"))
+    .with_for_update()
+)
+_CONSUME = (
+    _HOLDS_TABLE.update()
+    .where(
+        _HOLDS_TABLE.c.refund_id == bindparam("of_refund"),
+        _HOLDS_TABLE.c.payment_id == bindparam("of_payment"),
+    )
+    .values(
+        consumed=bindparam("new_consumed"), state=bindparam("new_state"), updated_at=bindparam("at")
+    )
+)
+_MOVE = (
+    _TENDERS.update()
+    .where(
+        _TENDERS.c.merchant_id == bindparam("of_merchant"),
+        _TENDERS.c.order_id == bindparam("of_order"),
+        _TENDERS.c.payment_id == bindparam("of_payment"),
+    )
+    .values(
+        reserved=_TENDERS.c.reserved + bindparam("reserved_by"),
+        refunded=_TENDERS.c.refunded + bindparam("refunded_by"),
+        updated_at=bindparam("at"),
+    )
+)
 
 
 def resize_hold(session: Session, hold: ReservationRow, amount: int, now: datetime) -> None:
@@ -150,16 +195,10 @@ def resize_hold(session: Session, hold: ReservationRow, amount: int, now: dateti
 def _move(
     session: Session, hold: ReservationRow, *, reserved: int, refunded: int, now: datetime
 ) -> None:
-    session.exec(
-        update(TenderBalanceRow)
-        .where(*_tender_key(hold.merchant_id, hold.order_id, hold.payment_id))
-        .values(
-            reserved=col(TenderBalanceRow.reserved) + reserved,
-            refunded=col(TenderBalanceRow.refunded) + refunded,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    tender = (hold.merchant_id, hold.order_id, hold.payment_id)
+    values = {"reserved_by": reserved, "refunded_by": refunded, "at": now}
+    session.execute(_MOVE, {**dict(zip(_TENDER_KEY, tender, strict=True)), **values})
+    expire_copy(session, TenderBalanceRow, tender)
 
 
 def tender_holds(session: Session, refund_id: str, *, lock: bool) -> list[ReservationRow]:

@@ -40,6 +40,7 @@ from refundflow.db.repo_payouts import (
     count_provider_refunds,
     get_payout,
     list_approvals,
+    payout_status,
     record_approval,
     register_payout_key,
     set_payout_status,
@@ -53,7 +54,13 @@ from refundflow.db.repo_personal import (
     reseal_personal,
     reveal_personal,
 )
-from refundflow.db.repo_records import account_balance, append_audit, list_audit, post_ledger
+from refundflow.db.repo_records import (
+    account_balance,
+    append_audit,
+    list_audit,
+    post_ledger,
+    posting_exists,
+)
 from refundflow.db.repo_refunds import (
     count_recent_refunds,
     create_refund,
@@ -62,10 +69,11 @@ from refundflow.db.repo_refunds import (
     refund_exists,
     refund_for_notices,
     refund_for_recheck,
+    refund_merchant_and_currency,
     requote_refund,
     set_refund_status,
 )
-from refundflow.db.repo_reservations import consume_reservation, release_reservation, reservations
+from refundflow.db.repo_reservations import consume_holds, release_reservation, reservations
 from refundflow.db.repo_timeline import OutboxMark, mark_outbox_rows
 
 __all__ = [
@@ -81,7 +89,7 @@ __all__ = [
     "claim_idempotency_key",
     "claim_outbox",
     "complete_idempotency_key",
-    "consume_reservation",
+    "consume_holds",
     "count_provider_refunds",
     "count_recent_refunds",
     "create_api_key",
@@ -101,7 +109,9 @@ __all__ = [
     "list_outbox",
     "mark_outbox_rows",
     "merchant_webhook",
+    "payout_status",
     "post_ledger",
+    "posting_exists",
     "prior_refunds",
     "record_approval",
     "record_delivery",
@@ -109,6 +119,7 @@ __all__ = [
     "refund_exists",
     "refund_for_notices",
     "refund_for_recheck",
+    "refund_merchant_and_currency",
     "register_payout_key",
     "release_idempotency_key",
     "release_reservation",

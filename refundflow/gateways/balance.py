@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from sqlalchemy import Engine
 
 from refundflow.db.engine import session_scope
-from refundflow.db.models import LedgerPostingRow
-from refundflow.db.repository import adjust_customer_balance, post_ledger
+from refundflow.db.repository import adjust_customer_balance, post_ledger, posting_exists
 from refundflow.domain.states import PayoutEvent, PayoutStatus
 from refundflow.gateways.base import PayoutInstruction, PayoutResult
 
@@ -44,7 +43,7 @@ class BalanceGateway:
     def _refund(self, ins: PayoutInstruction) -> PayoutResult:
         posting_id = _posting_id(ins.payout_key)
         with session_scope(self.engine) as session:
-            if session.get(LedgerPostingRow, posting_id) is None:
+            if not posting_exists(session, posting_id=posting_id):
                 adjust_customer_balance(
                     session,
                     merchant_id=ins.merchant_id,
@@ -68,7 +67,7 @@ class BalanceGateway:
     def _query(self, payout_key: str) -> PayoutResult:
         posting_id = _posting_id(payout_key)
         with session_scope(self.engine, readonly=True) as session:
-            found = session.get(LedgerPostingRow, posting_id) is not None
+            found = posting_exists(session, posting_id=posting_id)
         return _settled(posting_id) if found else PayoutResult(status=PayoutStatus.NOT_FOUND)
 
 

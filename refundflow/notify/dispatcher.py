@@ -107,8 +107,8 @@ class _Recipient:
 
 @dataclass(frozen=True)
 class LeasedRound:
-    """Rows leased for one round in the caller's transaction, with their recipient read in
-    it (``NotificationDispatcher.lease_round``)."""
+    """Rows leased for one round of a refund's notices, with their recipient
+    (``NotificationDispatcher.with_recipient``)."""
 
     rows: list[OutboxRow]
     recipient: _Recipient
@@ -156,13 +156,19 @@ class NotificationDispatcher:
         report.held = len({r.id for r in still} - {o.outbox_id for o in report.rows})
         return report
 
-    def lease_round(self, session: Session, refund_id: str) -> LeasedRound:
-        """Lease the refund's pending rows and read their recipient in the caller's
-        transaction (the one that wrote them): no transaction of the round's own to start."""
-        rows = lease_outbox(
+    def lease_round(self, session: Session, refund_id: str) -> list[OutboxRow]:
+        """Lease the refund's pending rows in the caller's transaction (the one that wrote
+        them): no transaction of the round's own to start."""
+        return lease_outbox(
             session, refund_id=refund_id, limit=self.batch_size, lease_seconds=self.lease_seconds
         )
-        return LeasedRound(rows, self._recipient(session, refund_id) if rows else _Recipient())
+
+    def with_recipient(self, rows: list[OutboxRow]) -> LeasedRound:
+        """Rows leased by ``lease_round`` with their recipient, read after the lease's commit
+        in a reading transaction: on SQLite, not while holding the database's write lock."""
+        if not rows:
+            return LeasedRound(rows, _Recipient())
+        return LeasedRound(rows, self._read_recipient(rows[0].refund_id))
 
     async def deliver_round(self, leased: LeasedRound) -> DeliveryReport:
         """Deliver rows leased by ``lease_round`` (what fails stays pending: not final)."""

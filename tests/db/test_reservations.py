@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from refundflow.db.models import RefundLineRow, RefundRow, ReservationRow
 from refundflow.db.repository import (
-    consume_reservation,
+    consume_holds,
     count_recent_refunds,
     create_refund,
     prior_refunds,
@@ -124,17 +124,20 @@ def test_release_and_consume(session: Session, engine: Engine, order) -> None:
     _refund(session, order, b.quote(order, {"p1": 6000, "p2": 2000}))
     session.commit()
 
-    consume_reservation(session, refund_id="r-1", payment_id="p1", amount=2500)
+    consume_holds(session, refund_id="r-1", charges={"p1": 2500})
     session.commit()
     assert balances(engine) == {"p1": (10000, 3500, 2500), "p2": (3000, 2000, 0)}
 
     with pytest.raises(OverRefund):
-        consume_reservation(session, refund_id="r-1", payment_id="p1", amount=3501)
+        consume_holds(session, refund_id="r-1", charges={"p1": 3501})
     session.rollback()
 
-    hold = consume_reservation(session, refund_id="r-1", payment_id="p2", amount=2000)
+    consume_holds(session, refund_id="r-1", charges={"p2": 2000})
     session.commit()
-    assert hold.state == "consumed"
+    assert {h.payment_id: h.state for h in reservations(session, refund_id="r-1")} == {
+        "p1": "active",
+        "p2": "consumed",
+    }
 
     assert release_reservation(session, refund_id="r-1") == 3500
     session.commit()
@@ -142,7 +145,7 @@ def test_release_and_consume(session: Session, engine: Engine, order) -> None:
     assert release_reservation(session, refund_id="r-1") == 0  # twice releases nothing
 
     with pytest.raises(DomainError) as err:
-        consume_reservation(session, refund_id="r-1", payment_id="p1", amount=1)
+        consume_holds(session, refund_id="r-1", charges={"p1": 1})
     assert err.value.code == "no_active_reservation"
     session.rollback()
 
@@ -152,11 +155,29 @@ def test_release_and_consume(session: Session, engine: Engine, order) -> None:
     assert balances(engine) == {"p1": (10000, 7500, 2500), "p2": (3000, 1000, 2000)}
 
 
+def test_consuming_is_all_or_nothing(session: Session, engine: Engine, order) -> None:
+    """A charge that fails refuses the whole settlement before anything is written, even
+    charges checked before it."""
+    _refund(session, order, b.quote(order, {"p1": 6000, "p2": 2000}))
+    session.commit()
+    with pytest.raises(OverRefund):
+        consume_holds(session, refund_id="r-1", charges={"p1": 6000, "p2": 2001})
+    with pytest.raises(InvalidInput) as err:
+        consume_holds(session, refund_id="r-1", charges={"p1": 100, "p2": -1})
+    assert err.value.code == "negative_amount"
+    session.commit()  # the caller's transaction is still good: nothing of either was written
+    assert balances(engine) == {"p1": (10000, 6000, 0), "p2": (3000, 2000, 0)}
+    assert {h.payment_id: h.consumed for h in reservations(session, refund_id="r-1")} == {
+        "p1": 0,
+        "p2": 0,
+    }
+
+
 def test_prior_refunds_and_recent_count(session: Session, order) -> None:
     _refund(session, order, b.quote(order, {"p1": 6000}), "r-1")
     _refund(session, order, b.quote(order, {"p1": 1000}), "r-2")
     session.commit()
-    consume_reservation(session, refund_id="r-2", payment_id="p1", amount=400)
+    consume_holds(session, refund_id="r-2", charges={"p1": 400})
     release_reservation(session, refund_id="r-2")
     set_refund_status(session, refund_id="r-2", status=RefundStatus.CANCELLED)
     session.commit()

@@ -325,12 +325,14 @@ async def test_a_customer_contact_that_does_not_open_is_refused_for_good(
 async def test_a_round_leased_in_the_writing_transaction_delivers_its_rows_once(
     engine: Engine, dispatcher: NotificationDispatcher, smtp: SmtpServer, receiver: Receiver
 ) -> None:
-    """What a run's writes activity does: write the notices, lease them and read their
-    recipient in the same transaction, then deliver with no transaction of the round's own."""
+    """What a run's writes activity does: write the notices and lease them in the same
+    transaction, read their recipient, then deliver with no writing transaction of the
+    round's own."""
     refund_id = seed(engine, webhook=receiver.url)
     with session_scope(engine) as s:
         enqueue_outbox(s, refund_id=refund_id, channel="approver", template="approval_requested")
-        leased = dispatcher.lease_round(s, refund_id)
+        rows_leased = dispatcher.lease_round(s, refund_id)
+    leased = dispatcher.with_recipient(rows_leased)
     assert len(leased.rows) == 3 and leased.recipient.email == "lilei@example.cn"
     with session_scope(engine) as s:
         assert lease_outbox(s, refund_id=refund_id) == []  # the round holds them
@@ -369,7 +371,7 @@ async def test_a_round_cut_short_is_finished_later_without_sending_anything_twic
 
     monkeypatch.setattr(dispatcher.webhooks, "send", second_webhook_hangs)
     with session_scope(engine) as s:
-        leased = dispatcher.lease_round(s, refund_id)
+        leased = dispatcher.with_recipient(dispatcher.lease_round(s, refund_id))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(dispatcher.deliver_round(leased), 2)
     customer, approver = rows(engine, refund_id)

@@ -64,8 +64,11 @@ def put_order(
     }
     order = OrderSnapshot.parse(data)
     upsert_order(session, order=order)
+    # Read in the writing transaction: after its commit the session would start another one,
+    # which on SQLite queues for the write lock again only to read.
+    public = _public(session, order)
     session.commit()
-    return _public(session, order)
+    return public
 
 
 @router.get(
