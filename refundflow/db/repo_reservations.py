@@ -109,7 +109,7 @@ def reserve_new(
         "of_payment": payment_id,
     }
     # The race is decided here: one UPDATE under the row's lock, judged by the CHECK.
-    session.execute(_RESERVE, {**tender, "amount": amount, "at": now})
+    session.execute(_MOVE, {**tender, "reserved_by": amount, "refunded_by": 0, "at": now})
     expire_copy(session, TenderBalanceRow, (refund.merchant_id, refund.order_id, payment_id))
     hold = {
         "refund_id": refund.refund_id,
@@ -125,21 +125,12 @@ def reserve_new(
     session.execute(_INSERT_HOLD, hold)
 
 
-# Built once (refundflow.db.core): every refund holds its amounts with these two.
+# Built once (refundflow.db.core): every refund holds its amounts, and settles them, with
+# these. A tender's counters move by deltas only (see the module's docstring).
 _TENDERS = table_of(TenderBalanceRow)
 _TENDER_KEY = ("of_merchant", "of_order", "of_payment")
-_RESERVE = (
-    _TENDERS.update()
-    .where(
-        _TENDERS.c.merchant_id == bindparam("of_merchant"),
-        _TENDERS.c.order_id == bindparam("of_order"),
-        _TENDERS.c.payment_id == bindparam("of_payment"),
-    )
-    .values(reserved=_TENDERS.c.reserved + bindparam("amount"), updated_at=bindparam("at"))
-)
 _HOLDS_TABLE = table_of(ReservationRow)
 _INSERT_HOLD = _HOLDS_TABLE.insert()
-# A settlement's: the refund's holds, then what each charge consumes and moves.
 _HOLDS = (
     _HOLDS_TABLE.select()
     .where(_HOLDS_TABLE.c.refund_id == bindparam("refund_id"))
