@@ -105,6 +105,7 @@ def settle_payout(
     refund's holds, once: ``False`` if it was already settled (a duplicate webhook). Checked
     in full before anything is written: a refusal writes nothing."""
     now = at or utcnow()
+    flush_pending(session)  # Core reads and writes: what the session holds unwritten first
     row = session.execute(_SETTLING, {"payout_key": payout_key}).first()
     if row is None:
         raise InvalidInput(f"unknown payout {payout_key!r}", code="unknown_payout")
@@ -152,6 +153,7 @@ def get_payout(session: Session, *, payout_key: str) -> PayoutRow | None:
 
 def payout_status(session: Session, *, payout_key: str) -> str | None:
     """The payout's status as stored, or ``None`` when no such key is registered."""
+    flush_pending(session)
     row = session.execute(_SETTLING, {"payout_key": payout_key}).first()
     return None if row is None else str(row.status)
 

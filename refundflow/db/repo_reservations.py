@@ -47,6 +47,7 @@ def consume_holds(
     first, locked on PostgreSQL) before anything is written, so a refusal leaves the caller's
     transaction as it was. More than a hold still has is :class:`OverRefund`."""
     now = at or utcnow()
+    flush_pending(session)  # Core reads and writes: what the session holds unwritten first
     holds = {row.payment_id: row for row in session.execute(_HOLDS, {"refund_id": refund_id})}
     consumed: list[dict[str, Any]] = []
     moved: list[dict[str, Any]] = []
@@ -90,7 +91,6 @@ def consume_holds(
         expire_copy(session, ReservationRow, (refund_id, payment_id))
         expire_copy(session, TenderBalanceRow, (hold.merchant_id, hold.order_id, payment_id))
     if consumed:
-        flush_pending(session)
         session.execute(_CONSUME, consumed)
         session.execute(_MOVE, moved)
 
