@@ -13,7 +13,7 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from refundflow.crypto import Keyring, is_sealed
-from refundflow.db.core import table_of, upsert_into
+from refundflow.db.core import flush_pending, table_of, upsert_into
 from refundflow.db.guards import atomic, insert_once
 from refundflow.db.models import (
     API_KEY_ROLES,
@@ -240,26 +240,28 @@ def save_policy(
 
 
 # Built once (refundflow.db.core): every review and second check reads the policy.
+_POLICIES = table_of(PolicyRow)
+_OF_MERCHANT = _POLICIES.select().where(_POLICIES.c.merchant_id == bindparam("merchant_id"))
 _LATEST_POLICY = (
-    select(PolicyRow.document)
-    .where(col(PolicyRow.merchant_id) == bindparam("merchant_id"))
-    .order_by(col(PolicyRow.version).desc())
+    _OF_MERCHANT.with_only_columns(_POLICIES.c.document)
+    .order_by(_POLICIES.c.version.desc())
     .limit(1)
 )
-_POLICY = select(PolicyRow.document).where(
-    col(PolicyRow.merchant_id) == bindparam("merchant_id"),
-    col(PolicyRow.version) == bindparam("version"),
+_POLICY = _OF_MERCHANT.with_only_columns(_POLICIES.c.document).where(
+    _POLICIES.c.version == bindparam("version")
 )
 
 
 def latest_policy(session: Session, *, merchant_id: str) -> Policy | None:
-    document = session.exec(_LATEST_POLICY, params={"merchant_id": merchant_id}).first()
+    flush_pending(session)  # a Core read: what the session holds unwritten counts too
+    document = session.execute(_LATEST_POLICY, {"merchant_id": merchant_id}).scalar()
     return None if document is None else Policy.model_validate(document)
 
 
 def get_policy(session: Session, *, merchant_id: str, version: int) -> Policy | None:
     params = {"merchant_id": merchant_id, "version": version}
-    document = session.exec(_POLICY, params=params).first()
+    flush_pending(session)
+    document = session.execute(_POLICY, params).scalar()
     return None if document is None else Policy.model_validate(document)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, delete, select, update
 
+from refundflow.db.core import flush_pending, table_of
 from refundflow.db.guards import Violation, atomic
 from refundflow.db.models import (
     MerchantRow,
@@ -57,15 +58,21 @@ def upsert_order(session: Session, *, order: OrderSnapshot, at: datetime | None 
 
 
 # Built once (refundflow.db.core): every review and second check reads the order's document.
-_SNAPSHOT = select(OrderRow.snapshot).where(
-    col(OrderRow.merchant_id) == bindparam("merchant_id"),
-    col(OrderRow.order_id) == bindparam("order_id"),
+_ORDERS = table_of(OrderRow)
+_SNAPSHOT = (
+    _ORDERS.select()
+    .with_only_columns(_ORDERS.c.snapshot)
+    .where(
+        _ORDERS.c.merchant_id == bindparam("merchant_id"),
+        _ORDERS.c.order_id == bindparam("order_id"),
+    )
 )
 
 
 def get_order(session: Session, *, merchant_id: str, order_id: str) -> OrderSnapshot | None:
     params = {"merchant_id": merchant_id, "order_id": order_id}
-    snapshot = session.exec(_SNAPSHOT, params=params).first()
+    flush_pending(session)  # a Core read: what the session holds unwritten counts too
+    snapshot = session.execute(_SNAPSHOT, params).scalar()
     return None if snapshot is None else OrderSnapshot.model_validate(snapshot)
 
 

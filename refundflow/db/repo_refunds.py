@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, bindparam
+from sqlalchemy import Row, Select, bindparam
 from sqlalchemy.orm import QueryableAttribute, defer
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, SQLModel, col, func, select
 
 from refundflow.crypto import Keyring
 from refundflow.db.core import flush_pending, table_of
@@ -239,14 +239,19 @@ def count_recent_refunds(
     session: Session, *, merchant_id: str, customer_id: str, since: datetime
 ) -> int:
     params = {"merchant_id": merchant_id, "customer_id": customer_id, "since": since}
-    return session.exec(_COUNT_RECENT, params=params).one()
+    flush_pending(session)  # a Core read: what the session holds unwritten counts too
+    return int(session.execute(_COUNT_RECENT, params).scalar_one())
 
 
 # Built once (refundflow.db.core): every review counts the customer's recent refunds.
-_COUNT_RECENT = select(func.count()).where(
-    col(RefundRow.merchant_id) == bindparam("merchant_id"),
-    col(RefundRow.customer_id) == bindparam("customer_id"),
-    col(RefundRow.created_at) >= bindparam("since"),
+_COUNT_RECENT = (
+    _REFUNDS.select()
+    .with_only_columns(func.count())
+    .where(
+        _REFUNDS.c.merchant_id == bindparam("merchant_id"),
+        _REFUNDS.c.customer_id == bindparam("customer_id"),
+        _REFUNDS.c.created_at >= bindparam("since"),
+    )
 )
 
 
@@ -318,12 +323,13 @@ def _check_against_stored_order(
 ) -> None:
     """The quote must fit the order as stored, which may be newer than the caller's copy."""
     order = {"merchant_id": merchant_id, "order_id": order_id}
-    currency = session.exec(_ORDER_CURRENCY, params=order).first()
+    flush_pending(session)  # Core reads: what the session holds unwritten counts too
+    currency = session.execute(_ORDER_CURRENCY, order).scalar()
     if currency is None:
         raise InvalidInput(f"order {order_id} is not stored", code="unknown_order")
     if currency != quote.currency:
         raise CurrencyMismatch(f"order {order_id} is in {currency}, not {quote.currency}")
-    tenders = dict(session.exec(_TENDER_CURRENCIES, params=order).all())
+    tenders = {payment_id: code for payment_id, code in session.execute(_TENDER_CURRENCIES, order)}
     for payment_id in wanted:
         if payment_id not in tenders:
             raise InvalidInput(
@@ -333,25 +339,28 @@ def _check_against_stored_order(
             raise CurrencyMismatch(
                 f"payment {payment_id} is in {tenders[payment_id]}, the refund in {quote.currency}"
             )
-    lines = set(session.exec(_ORDER_LINES, params=order).all())
+    lines = set(session.execute(_ORDER_LINES, order).scalars())
     unknown = sorted({line.line_id for line in quote.lines} - lines)
     if unknown:
         raise UnknownLine(f"order {order_id} has no line {', '.join(unknown)}")
 
 
 # Built once (refundflow.db.core): every reservation checks the quote against the stored order.
-_ORDER_CURRENCY = select(OrderRow.currency).where(
-    col(OrderRow.merchant_id) == bindparam("merchant_id"),
-    col(OrderRow.order_id) == bindparam("order_id"),
-)
-_TENDER_CURRENCIES = select(TenderBalanceRow.payment_id, TenderBalanceRow.currency).where(
-    col(TenderBalanceRow.merchant_id) == bindparam("merchant_id"),
-    col(TenderBalanceRow.order_id) == bindparam("order_id"),
-)
-_ORDER_LINES = select(OrderLineRow.line_id).where(
-    col(OrderLineRow.merchant_id) == bindparam("merchant_id"),
-    col(OrderLineRow.order_id) == bindparam("order_id"),
-)
+def _of_order(model: type[SQLModel], *columns: str) -> Select[Any]:
+    table = table_of(model)
+    return (
+        table.select()
+        .with_only_columns(*(table.c[name] for name in columns))
+        .where(
+            table.c.merchant_id == bindparam("merchant_id"),
+            table.c.order_id == bindparam("order_id"),
+        )
+    )
+
+
+_ORDER_CURRENCY = _of_order(OrderRow, "currency")
+_TENDER_CURRENCIES = _of_order(TenderBalanceRow, "payment_id", "currency")
+_ORDER_LINES = _of_order(OrderLineRow, "line_id")
 _INSERT_LINES = table_of(RefundLineRow).insert()
 
 
