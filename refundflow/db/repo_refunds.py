@@ -141,6 +141,7 @@ def refund_exists(session: Session, *, refund_id: str) -> bool:
 
 def refund_merchant_and_currency(session: Session, *, refund_id: str) -> tuple[str, str] | None:
     """The two columns a settled payout's posting needs, not the row with its documents."""
+    flush_pending(session)
     row = session.execute(_MERCHANT_AND_CURRENCY, {"refund_id": refund_id}).first()
     return None if row is None else (row.merchant_id, row.currency)
 
@@ -156,25 +157,21 @@ _REFUNDS = table_of(RefundRow)
 _REFUND = _REFUNDS.select().where(_REFUNDS.c.refund_id == bindparam("refund_id"))
 _EXISTS = _REFUND.with_only_columns(_REFUNDS.c.refund_id)
 _MERCHANT_AND_CURRENCY = _REFUND.with_only_columns(_REFUNDS.c.merchant_id, _REFUNDS.c.currency)
-_FOR_RECHECK = (
-    _REFUNDS.select()
-    .with_only_columns(
-        *(
-            _REFUNDS.c[name]
-            for name in (
-                "refund_id",
-                "merchant_id",
-                "order_id",
-                "policy_version",
-                "request",
-                "quote",
-                "quote_fingerprint",
-                "total",
-                "created_at",
-            )
+_FOR_RECHECK = _REFUND.with_only_columns(
+    *(
+        _REFUNDS.c[name]
+        for name in (
+            "refund_id",
+            "merchant_id",
+            "order_id",
+            "policy_version",
+            "request",
+            "quote",
+            "quote_fingerprint",
+            "total",
+            "created_at",
         )
     )
-    .where(_REFUNDS.c.refund_id == bindparam("refund_id"))
 )
 
 

@@ -1,4 +1,5 @@
-"""Domain objects for the database tests: an order, a request and a hand-built quote.
+"""Domain objects for the database tests: an order, a request and a hand-built quote, and a
+refund written from them.
 
 The quote is built directly (not computed) so these tests pin the persistence layer only.
 """
@@ -7,8 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import Session
+
+from refundflow.db.models import RefundRow
+from refundflow.db.repository import create_refund
 from refundflow.domain.orders import OrderSnapshot, PaymentMethod, RefundReason, RefundRequest
 from refundflow.domain.quote import PlannedPayout, Quote, QuoteLine, TenderCharge, TenderShare
+from refundflow.domain.states import RefundStatus
 
 MERCHANT = "m-1"
 
@@ -143,3 +149,25 @@ def _lines(snapshot: OrderSnapshot, wanted: dict[str, int], total: int) -> list[
             )
         )
     return result
+
+
+def refund(
+    session: Session,
+    snapshot: OrderSnapshot,
+    amounts: dict[str, int],
+    *,
+    refund_id: str = "r-1",
+    status: RefundStatus = RefundStatus.UNDER_REVIEW,
+) -> RefundRow:
+    """The refund of ``snapshot`` taking ``amounts`` (payment id -> amount) from its tenders,
+    written with its holds as a review leaves it (not committed)."""
+    return create_refund(
+        session,
+        refund_id=refund_id,
+        order=snapshot,
+        request=request(snapshot),
+        quote=quote(snapshot, amounts),
+        requested_by="desk-1",
+        policy_version=1,
+        status=status,
+    )

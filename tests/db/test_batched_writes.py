@@ -18,7 +18,7 @@ from refundflow.activities.contracts import (
 )
 from refundflow.activities.refund import RefundActivities
 from refundflow.db.models import AuditEventRow, OutboxRow, PayoutRow, RefundRow
-from refundflow.db.repository import create_refund, upsert_order
+from refundflow.db.repository import upsert_order
 from refundflow.domain.orders import PaymentMethod
 from refundflow.domain.states import PayoutRecord, RefundStatus, Stage
 from tests.db import builders as b
@@ -54,16 +54,7 @@ def test_a_batch_retried_writes_nothing_twice_and_keeps_the_latest_status(
 ) -> None:
     snapshot = b.order(payments=[b.payment("p1", 10000)])
     upsert_order(session, order=snapshot)
-    create_refund(
-        session,
-        refund_id="r-1",
-        order=snapshot,
-        request=b.request(snapshot),
-        quote=b.quote(snapshot, {"p1": 4000}),
-        requested_by="desk-1",
-        policy_version=1,
-        status=RefundStatus.UNDER_REVIEW,
-    )
+    b.refund(session, snapshot, {"p1": 4000})
     session.commit()
     activities = RefundActivities(engine, {})
     record = PayoutRecord(

@@ -9,13 +9,11 @@ from sqlmodel import Session, select
 from refundflow.db.engine import new_session
 from refundflow.db.models import OrderLineRow, OrderRow
 from refundflow.db.repository import (
-    create_refund,
     get_order,
     tender_balances,
     upsert_order,
 )
 from refundflow.domain.errors import DomainError, InvalidInput, OverRefund
-from refundflow.domain.states import RefundStatus
 from tests.db import builders as b
 
 
@@ -26,16 +24,7 @@ def _balances(engine: Engine, order_id: str = "o-1") -> dict[str, tuple[int, int
 
 
 def _reserve(session: Session, snapshot, amount: int, refund_id: str = "r-1") -> None:
-    create_refund(
-        session,
-        refund_id=refund_id,
-        order=snapshot,
-        request=b.request(snapshot),
-        quote=b.quote(snapshot, {"p1": amount}),
-        requested_by="desk-1",
-        policy_version=1,
-        status=RefundStatus.UNDER_REVIEW,
-    )
+    b.refund(session, snapshot, {"p1": amount}, refund_id=refund_id)
     session.commit()
 
 

@@ -8,7 +8,6 @@ from sqlmodel import Session
 from refundflow.db.guards import violation_of
 from refundflow.db.models import ApprovalRow, PayoutRow
 from refundflow.db.repository import (
-    create_refund,
     get_payout,
     list_approvals,
     record_approval,
@@ -29,16 +28,7 @@ FINGERPRINT = "f" * 32
 def refund(session: Session) -> str:
     snapshot = b.order()
     upsert_order(session, order=snapshot)
-    create_refund(
-        session,
-        refund_id="r-1",
-        order=snapshot,
-        request=b.request(snapshot),
-        quote=b.quote(snapshot, {"p1": 6000}),
-        requested_by="desk-1",
-        policy_version=1,
-        status=RefundStatus.AWAITING_APPROVAL,
-    )
+    b.refund(session, snapshot, {"p1": 6000}, status=RefundStatus.AWAITING_APPROVAL)
     session.commit()
     return "r-1"
 

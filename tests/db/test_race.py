@@ -17,13 +17,11 @@ from refundflow.db.models import RefundRow, ReservationRow
 from refundflow.db.repository import (
     adjust_customer_balance,
     claim_idempotency_key,
-    create_refund,
     upsert_merchant,
     upsert_order,
 )
 from refundflow.domain.errors import OverRefund
 from refundflow.domain.orders import OrderSnapshot
-from refundflow.domain.states import RefundStatus
 from tests.db import builders as b
 from tests.db.helpers import balances, count
 
@@ -43,16 +41,7 @@ def test_twenty_concurrent_reservations(db_url: str, dialect: str, each: int, wi
 
     def reserve(session: Session, i: int) -> str:
         try:
-            create_refund(
-                session,
-                refund_id=f"race-{i:02d}",
-                order=snapshot,
-                request=b.request(snapshot),
-                quote=b.quote(snapshot, {"p1": each}),
-                requested_by="desk-1",
-                policy_version=1,
-                status=RefundStatus.UNDER_REVIEW,
-            )
+            b.refund(session, snapshot, {"p1": each}, refund_id=f"race-{i:02d}")
             return "reserved"
         except OverRefund as exc:
             session.rollback()
