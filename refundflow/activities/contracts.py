@@ -13,14 +13,12 @@ from pydantic import BaseModel, Field
 from refundflow.domain.calendar import ArrivalPlan
 from refundflow.domain.money import FxRate
 from refundflow.domain.orders import BankAccount, OrderSnapshot, PaymentMethod, RefundRequest
-from refundflow.domain.payout_rules import PayoutChange
 from refundflow.domain.policy import FallbackAction, Policy
 from refundflow.domain.quote import Deduction, PriorRefund, Quote
 from refundflow.domain.review import ReviewDecision
 from refundflow.domain.states import (
     ApprovalRecord,
     PayoutRecord,
-    PayoutStatus,
     RefundState,
     RefundStatus,
     Stage,
@@ -82,21 +80,6 @@ class FallbackInput(BaseModel):
 class FallbackResult(BaseModel):
     route: PaymentMethod | None
     """The route to send the tranche again by; ``None``: escalate."""
-
-
-class PayoutAnswerInput(BaseModel):
-    """A provider's word on a payout (webhook, poll, the customer's confirmation) and our
-    record of that payout as the run holds it."""
-
-    record: PayoutRecord
-    status: PayoutStatus
-    trace_ref: str
-    code: str
-
-
-class PayoutAnswerResult(BaseModel):
-    change: PayoutChange
-    """What the answer means for the record (nothing, saved, settled, failed, reversed)."""
 
 
 class ArrivalInput(BaseModel):

@@ -18,8 +18,6 @@ from refundflow.activities.contracts import (
     ArrivalInput,
     FallbackInput,
     FallbackResult,
-    PayoutAnswerInput,
-    PayoutAnswerResult,
     RefundContext,
     RequoteInput,
     RequoteResult,
@@ -27,7 +25,7 @@ from refundflow.activities.contracts import (
 from refundflow.domain.calculation import compute_quote
 from refundflow.domain.calendar import ArrivalPlan, arrival_plan
 from refundflow.domain.errors import DomainError
-from refundflow.domain.payout_rules import fallback_route, payout_change
+from refundflow.domain.payout_rules import fallback_route
 from refundflow.domain.provider_rules import first_poll_after
 from refundflow.domain.quote import Quote
 
@@ -70,11 +68,6 @@ def choose_fallback(inp: FallbackInput) -> FallbackResult:
     return FallbackResult(route=route)
 
 
-@activity.defn
-def judge_payout_answer(inp: PayoutAnswerInput) -> PayoutAnswerResult:
-    return PayoutAnswerResult(change=payout_change(inp.record, inp.status, inp.trace_ref, inp.code))
-
-
 def first_arrival(
     context: RefundContext,
     quote: Quote,
@@ -100,4 +93,4 @@ def first_arrival(
 
 
 def all_decisions() -> list[Callable[..., Any]]:
-    return [requote, plan_arrival, choose_fallback, judge_payout_answer]
+    return [requote, plan_arrival, choose_fallback]

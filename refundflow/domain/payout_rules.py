@@ -1,9 +1,7 @@
 """What the run does with a provider's word on a payout, and where a failed payout goes next.
 
-Pure rules. Runs since the patches ``fallback-route-decided`` and ``payout-change-decided`` get
-them through recorded decision activities (``choose_fallback``, ``judge_payout_answer``); runs
-from before replay them in workflow code, so a change here must keep their answers for those
-(docs/architecture.md, "Versioning").
+Pure rules, called from workflow code: they decide which commands a run issues, so a change
+here is a change of workflow code (docs/architecture.md, "Versioning").
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from refundflow.domain.states import (
     RefundStatus,
 )
 from refundflow.workflows.refund import RefundWorkflow
-from tests.workflows.conftest import ACCOUNT, MERCHANT, Stack, local_activities, payment
+from tests.workflows.conftest import ACCOUNT, MERCHANT, Stack, payment
 from tests.workflows.test_refund_paths import decide, kinds, wait_status
 
 
@@ -99,9 +99,6 @@ async def test_a_reversal_after_settlement_escalates_instead_of_completing(stack
     state = await wait_status(stack, handle, RefundStatus.NEEDS_ATTENTION)
     assert "reversed" in state.escalation_reason and "AC04" in state.escalation_reason
     assert "payout_reversed" in kinds(state)
-    # Each answer was judged by the recorded decision (patch payout-change-decided).
-    judged = local_activities(await handle.fetch_history()).count("judge_payout_answer")
-    assert judged == 2
     # Ops paid the customer another way and say so.
     mark = OpsAction(actor="ops", action="mark_settled", reference="manual-transfer-9")
     await handle.execute_update(RefundWorkflow.ops_action, mark)

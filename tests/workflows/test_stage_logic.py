@@ -18,17 +18,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from refundflow.activities import decisions
 from refundflow.activities.contracts import (
     ApprovalInput,
     ArrivalAhead,
     ArrivalInput,
     DeliverInput,
     DeliverResult,
-    FallbackInput,
-    FallbackResult,
-    PayoutAnswerInput,
-    PayoutAnswerResult,
     PayoutCall,
     RecheckInput,
     RecheckResult,
@@ -228,15 +223,6 @@ class Mocks:
                 window_ends_at=None if self.pays_at_once else ends,
             )
 
-        # Pure decisions, no IO: the product's own, run on the event loop (no executor here).
-        @activity.defn(name="choose_fallback")
-        async def choose_fallback(inp: FallbackInput) -> FallbackResult:
-            return decisions.choose_fallback(inp)
-
-        @activity.defn(name="judge_payout_answer")
-        async def judge_payout_answer(inp: PayoutAnswerInput) -> PayoutAnswerResult:
-            return decisions.judge_payout_answer(inp)
-
         return [
             review_refund,
             review_and_reserve,
@@ -254,8 +240,6 @@ class Mocks:
             deliver_notifications,
             requote,
             plan_arrival,
-            choose_fallback,
-            judge_payout_answer,
         ]
 
 

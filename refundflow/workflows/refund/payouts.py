@@ -18,7 +18,6 @@ with workflow.unsafe.imports_passed_through():
     from refundflow.activities import decisions
     from refundflow.activities.contracts import (
         FallbackInput,
-        PayoutAnswerInput,
         PayoutCall,
         RecheckInput,
     )
@@ -50,11 +49,6 @@ from refundflow.workflows.refund.effects import DB_STEP, Run
 FALLBACK_DECIDED = "fallback-route-decided"
 """Patch: the route a tranche falls back to is the ``choose_fallback`` local activity's recorded
 answer (a change of the rule reaches new fallbacks only); before it, workflow code chose."""
-
-PAYOUT_CHANGE_DECIDED = "payout-change-decided"
-"""Patch: what a provider's answer means for a payout's record (webhook, poll, the customer's
-confirmation) is the ``judge_payout_answer`` local activity's recorded answer; before it,
-workflow code judged."""
 
 # Providers may be slow or down for a while: retries back off, and an attempt after the first
 # asks the provider about the key before sending anything again.
@@ -334,16 +328,7 @@ async def update_payout(
     trace_ref: str,
     code: str,
 ) -> None:
-    if workflow.patched(PAYOUT_CHANGE_DECIDED):
-        judged = await workflow.execute_local_activity(
-            decisions.judge_payout_answer,
-            PayoutAnswerInput(record=record, status=status, trace_ref=trace_ref, code=code),
-            start_to_close_timeout=DB_STEP,
-            summary=f"answer for {record.key}",
-        )
-        change = judged.change
-    else:  # runs that judged an answer before the rule was an activity of its own
-        change = payout_change(record, status, trace_ref, code)
+    change = payout_change(record, status, trace_ref, code)
     if change is PayoutChange.NONE:
         return
     if change is PayoutChange.REVERSED:
